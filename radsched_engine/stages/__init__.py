@@ -1,0 +1,1 @@
+"""Pipeline stages, one module each; each registers its spec with the pipeline registry."""
