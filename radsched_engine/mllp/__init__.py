@@ -1,1 +1,1 @@
-"""mllp."""
+"""MLLP transport: the sans-I/O frame codec and the asyncio listener."""

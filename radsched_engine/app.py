@@ -1,0 +1,136 @@
+"""Composition root: open resources, build channels from config, start listeners, drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from . import metrics
+from .ack import AckIdentity
+from .channel import Channel
+from .mllp.server import Limits, MllpServer
+from .mllp.tls import server_context
+from .pipeline import Pipeline, Resources, registry
+
+log = structlog.get_logger("radsched.app")
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass
+class Engine:
+    """The running engine: store, channels, listeners, HTTP port and background services.
+
+    ``start()`` opens everything in dependency order (store, services, channels, listeners,
+    HTTP); ``stop()`` reverses it: stop accepting, let in-flight messages commit and be
+    acknowledged within the grace period, stop services, close the store.
+    """
+
+    config: Any                       # EngineConfig
+    channels: list[Any]               # [ChannelConfig]
+    env: dict[str, str] = field(default_factory=dict)
+    store: Any = None
+    servers: list[MllpServer] = field(default_factory=list)
+    http: Any = None
+    services: dict[str, Any] = field(default_factory=dict)
+    background: list[Any] = field(default_factory=list)   # objects with async start()/stop()
+    _embedded: Any = None
+    ready: bool = False
+
+    def needs_store(self) -> bool:
+        specs = registry()
+        return any(specs[s.name].transactional for ch in self.channels for s in ch.pipeline)
+
+    async def start(self) -> None:
+        from .http import HttpServer
+
+        if self.needs_store():
+            await self._open_store()
+        await self._start_services()
+        for cfg in self.channels:
+            self.servers.append(self._build_server(cfg))
+        host, port = _split_listen(self.config.metrics_listen)
+        self.http = HttpServer(host, port, self._ready_check)
+        for service in self.background:
+            hook = getattr(service, "register_routes", None)
+            if hook is not None:
+                hook(self.http)
+        await self.http.start()
+        for server in self.servers:
+            await server.start()
+        for service in self.background:
+            await service.start()
+        self.ready = True
+        metrics.ENGINE_READY.set(1)
+        log.info("engine_started", channels=[c.name for c in self.channels],
+                 listen=[f"{s.host}:{s.port}" for s in self.servers])
+
+    def _build_server(self, cfg: Any) -> MllpServer:
+        specs = registry()
+        resources = Resources(channel=cfg.name, settings=cfg, store=self.store,
+                              outbox=self.services.get("outbox"), services=self.services)
+        steps = []
+        for stage_cfg in cfg.pipeline:
+            spec = specs[stage_cfg.name]
+            steps.append((spec, spec.factory(stage_cfg.options, resources)))
+        uow = self.store.unit_of_work(cfg.name) if self.store is not None else None
+        pipeline = Pipeline(cfg.name, steps, uow)
+        identity = AckIdentity(cfg.ack.sending_application, cfg.ack.sending_facility)
+        channel = Channel(cfg.name, pipeline, identity, cfg.ack.mode, cfg.ack.multi_message)
+        lim = cfg.limits
+        limits = Limits(lim.max_frame_bytes, lim.frame_timeout, lim.idle_timeout,
+                        lim.max_connections, lim.write_timeout)
+        ssl_ctx = None
+        if cfg.tls is not None:
+            ssl_ctx = server_context(cfg.tls.cert, cfg.tls.key, cfg.tls.client_ca, cfg.tls.min_version)
+        host, port = _split_listen(cfg.listen)
+        return MllpServer(cfg.name, host, port, channel, limits, ssl_context=ssl_ctx,
+                          allow=tuple(cfg.allow))
+
+    async def _open_store(self) -> None:
+        from .store import open_store
+
+        self.store, self._embedded = await open_store(self.config)
+
+    async def _start_services(self) -> None:
+        """Optional clients and workers (SMS, Claude, outbox) — built only here, from env."""
+        from .services import build_services
+
+        self.services, self.background = await build_services(self.config, self.store, self.env)
+
+    async def _ready_check(self) -> tuple[bool, dict[str, str]]:
+        detail: dict[str, str] = {"listeners": "up" if self.ready else "starting"}
+        ok = self.ready
+        if self.store is not None:
+            healthy = await self.store.healthy()
+            detail["database"] = "up" if healthy else "down"
+            ok = ok and healthy
+        return ok, detail
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.config.shutdown_grace if grace is None else grace
+        self.ready = False
+        metrics.ENGINE_READY.set(0)
+        log.info("engine_stopping", grace=grace)
+        for server in self.servers:
+            server.stop_accepting()
+        await asyncio.gather(*(s.drain(grace) for s in self.servers), return_exceptions=True)
+        for service in reversed(self.background):
+            try:
+                await service.stop()
+            except Exception as exc:
+                log.warning("service_stop_failed", service=type(service).__name__,
+                            error=type(exc).__name__)
+        if self.http is not None:
+            await self.http.stop()
+        if self.store is not None:
+            await self.store.close()
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
+        log.info("engine_stopped")

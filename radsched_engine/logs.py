@@ -1,0 +1,107 @@
+"""structlog set-up: JSON or console lines, and the processor that keeps PHI out of every line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+# Keys whose values are patient data by definition: always replaced, whatever they hold.
+PHI_KEYS = frozenset({
+    "patient", "patient_id", "patient_name", "patient_phone", "name", "family_name",
+    "given_name", "mrn", "phone", "phones", "to", "birth_date", "dob", "address", "body",
+    "raw", "payload", "message_text", "segment", "value", "email", "sms_body",
+})
+# Keys that are known not to carry PHI and are too hot to scan on every line.
+SAFE_KEYS = frozenset({
+    "event", "level", "timestamp", "logger", "channel", "control_id", "type", "ack", "outcome",
+    "ms", "peer", "stage", "code", "location", "journal_id", "listen", "count", "bytes",
+    "reason", "severity", "rule", "kind", "attempt", "status", "version", "path",
+})
+_HL7_SEGMENT = re.compile(r"(?:^|[\r\n])?(?:MSH|PID|NK1|PV1|SCH|AIS|AIL|AIP|AIG|ORC|OBR|NTE|IN1|GT1)"
+                          r"[|#][^\r\n]*")
+_PHONE = re.compile(r"\+?\(?\d{3}\)?[\s.\-]?\d{3}[\s.\-]?\d{4}\b|\+\d{8,15}\b")
+_DATE = re.compile(r"\b(?:19|20)\d{2}[-/]?(?:0[1-9]|1[0-2])[-/]?(?:0[1-9]|[12]\d|3[01])\b")
+_LONG_NUMBER = re.compile(r"\b\d{6,}\b")
+REDACTED = "[redacted]"
+
+
+def scrub_text(text: str) -> str:
+    """Mask what looks like HL7 content, phone numbers, dates and long identifiers in free text."""
+    if not text:
+        return text
+    text = _HL7_SEGMENT.sub("[hl7]", text)
+    text = _PHONE.sub("[phone]", text)
+    text = _DATE.sub("[date]", text)
+    return _LONG_NUMBER.sub("[number]", text)
+
+
+def redact_phi(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: PHI keys are replaced; other free-text values are scrubbed."""
+    for key, value in event.items():
+        if key in SAFE_KEYS:
+            continue
+        if key in PHI_KEYS:
+            event[key] = REDACTED
+        elif isinstance(value, str):
+            event[key] = scrub_text(value)
+        elif isinstance(value, (list, tuple)):
+            event[key] = [scrub_text(v) if isinstance(v, str) else v for v in value]
+    return event
+
+
+def _scrub_exception(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    exc = event.get("exception")
+    if isinstance(exc, str):
+        event["exception"] = scrub_text(exc)
+    return event
+
+
+def _scrub_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """For lines from other libraries: their message text is free text, so scrub it too."""
+    if isinstance(event.get("event"), str):
+        event["event"] = scrub_text(event["event"])
+    return event
+
+
+def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
+    """Configure structlog once: ``json`` (default off a terminal) or ``console`` (a terminal)."""
+    stream = stream or sys.stdout
+    if fmt == "auto":
+        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_phi,
+        structlog.processors.format_exc_info,
+        _scrub_exception,
+        renderer,
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries that log through stdlib logging (asyncpg, aiohttp, twilio) go through the same
+    # redaction, at warning level and above.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processor=renderer,
+        foreign_pre_chain=[structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True), redact_phi,
+                           _scrub_event, structlog.processors.format_exc_info, _scrub_exception],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)

@@ -1,0 +1,287 @@
+"""Asyncio MLLP listener: connections, limits, timeouts, one message in flight each, drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from .. import metrics
+from .framing import Abandoned, FrameDecoder, Junk, Oversize, encode
+
+log = structlog.get_logger("radsched.mllp")
+
+
+class FrameHandler(Protocol):
+    """What a listener serves: the channel. It returns the reply payload (or None for none)."""
+
+    async def handle(self, frame: bytes, peer: str) -> bytes | None: ...
+
+    def oversize(self, head: bytes, size: int, peer: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_frame_bytes: int = 1_048_576
+    frame_timeout: float = 30.0       # a started frame must end within this many seconds
+    idle_timeout: float = 600.0       # a connection with nothing to do is closed after this
+    max_connections: int = 100
+    write_timeout: float = 30.0       # a peer that does not read its ACKs is dropped after this
+    max_queued_frames: int = 8        # complete frames waiting behind the one in flight
+
+
+class MllpServer:
+    """One listening socket serving one handler (a channel)."""
+
+    def __init__(self, name: str, host: str, port: int, handler: FrameHandler, limits: Limits,
+                 *, ssl_context: ssl.SSLContext | None = None, allow: tuple[str, ...] = ()) -> None:
+        self.name, self.host, self.port = name, host, port
+        self.handler = handler
+        self.limits = limits
+        self.ssl_context = ssl_context
+        self.allow = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in allow)
+        self.connections: set[Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._open_gauge = metrics.CONNECTIONS_OPEN.labels(name)
+        self.draining = False
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: Connection(self), self.host, self.port, ssl=self.ssl_context,
+            reuse_address=True, backlog=1024, ssl_handshake_timeout=10 if self.ssl_context else None)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("listening", channel=self.name, listen=f"{self.host}:{self.port}",
+                 tls=self.ssl_context is not None)
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.draining = True
+        for conn in list(self.connections):
+            conn.begin_drain()
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting, let every connection finish what it has received, then close all."""
+        self.stop_accepting()
+        workers = [c.worker for c in self.connections if c.worker is not None]
+        if workers:
+            _done, pending = await asyncio.wait(workers, timeout=grace)
+            for task in pending:
+                task.cancel()
+        for conn in list(self.connections):
+            conn.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def allowed(self, peer_ip: str) -> bool:
+        if not self.allow:
+            return True
+        try:
+            ip = ipaddress.ip_address(peer_ip)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.allow)
+
+
+class Connection(asyncio.Protocol):
+    """One MLLP connection: decode frames, answer each in order, enforce the limits."""
+
+    def __init__(self, server: MllpServer) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.decoder = FrameDecoder(self.limits.max_frame_bytes)
+        self.queue: deque[bytes] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.loop = asyncio.get_running_loop()
+        self.last_activity = self.loop.time()
+        self.frame_started: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.can_write = asyncio.Event()
+        self.can_write.set()
+        self.closing = False
+        self.draining = False
+        self.reading_paused = False
+        channel = server.name
+        self._bytes = metrics.BYTES_IN.labels(channel)
+        self._junk = metrics.JUNK_BYTES.labels(channel)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peername = transport.get_extra_info("peername")
+        self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        ip = peername[0] if peername else ""
+        server = self.server
+        if server.draining:
+            transport.close()
+            return
+        if not server.allowed(ip):
+            metrics.CONNECTIONS.labels(server.name, "refused_allowlist").inc()
+            log.warning("connection_refused", channel=server.name, peer=self.peer, reason="allowlist")
+            transport.abort()
+            return
+        if len(server.connections) >= self.limits.max_connections:
+            metrics.CONNECTIONS.labels(server.name, "refused_limit").inc()
+            log.warning("connection_refused", channel=server.name, peer=self.peer,
+                        reason="max_connections", count=len(server.connections))
+            transport.abort()
+            return
+        server.connections.add(self)
+        server._open_gauge.inc()
+        metrics.CONNECTIONS.labels(server.name, "accepted").inc()
+        cert = transport.get_extra_info("peercert")
+        if cert:
+            subject = ", ".join("=".join(x) for rdn in cert.get("subject", ()) for x in rdn)
+            log.info("connection_open", channel=server.name, peer=self.peer, tls_subject=subject)
+        else:
+            log.debug("connection_open", channel=server.name, peer=self.peer)
+        self._arm(self.last_activity + self.limits.idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.server.connections:
+            self.server.connections.discard(self)
+            self.server._open_gauge.dec()
+        self.closing = True
+        self.can_write.set()
+        if self.timer is not None:
+            self.timer.cancel()
+        # A frame in flight keeps running to its commit (the sender will resend and the
+        # redelivery is recognised); frames only queued are dropped: they were never answered.
+        self.queue.clear()
+        log.debug("connection_closed", channel=self.server.name, peer=self.peer)
+
+    def pause_writing(self) -> None:
+        self.can_write.clear()
+
+    def resume_writing(self) -> None:
+        self.can_write.set()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def begin_drain(self) -> None:
+        """Shutdown: finish frames already received, then close; idle connections close now."""
+        self.draining = True
+        if self.worker is None or self.worker.done():
+            self.close()
+
+    # -- input -------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self._bytes.inc(len(data))
+        now = self.loop.time()
+        self.last_activity = now
+        for event in self.decoder.feed(data):
+            if type(event) is bytes:
+                self.queue.append(event)
+            else:
+                self._problem(event)
+                if self.decoder.failed:
+                    return
+        if self.decoder.in_frame:
+            if self.frame_started is None:
+                self.frame_started = now
+                deadline = now + self.limits.frame_timeout
+                if self.timer is None or self.timer.when() > deadline:
+                    self._arm(deadline)
+        else:
+            self.frame_started = None
+        if self.queue:
+            if self.worker is None or self.worker.done():
+                self.worker = self.loop.create_task(self._serve())
+            if len(self.queue) > self.limits.max_queued_frames and not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool | None:
+        # Half-close: answer what was received, then close (return True keeps the write side).
+        if self.worker is None or self.worker.done():
+            return None
+        self.draining = True
+        return True
+
+    def _problem(self, event: Junk | Abandoned | Oversize) -> None:
+        name = self.server.name
+        if isinstance(event, Junk):
+            self._junk.inc(event.size)
+            if not event.blank:
+                metrics.FRAME_ERRORS.labels(name, "junk").inc()
+                log.warning("junk_skipped", channel=name, peer=self.peer, bytes=event.size,
+                            preview=event.preview.hex()[:32])
+        elif isinstance(event, Abandoned):
+            metrics.FRAME_ERRORS.labels(name, "abandoned").inc()
+            log.warning("frame_abandoned", channel=name, peer=self.peer, bytes=event.size)
+        else:
+            metrics.FRAME_ERRORS.labels(name, "oversize").inc()
+            log.warning("frame_oversize", channel=name, peer=self.peer, bytes=event.size,
+                        limit=self.limits.max_frame_bytes)
+            reply = self.server.handler.oversize(event.head, event.size, self.peer)
+            self.queue.clear()
+            if reply is not None and self.transport is not None:
+                self.transport.write(encode(reply))
+            self.close()
+
+    # -- serving -----------------------------------------------------------------------------
+    async def _serve(self) -> None:
+        handler = self.server.handler
+        queue = self.queue
+        while queue and not self.closing:
+            frame = queue.popleft()
+            if self.reading_paused and len(queue) <= self.limits.max_queued_frames // 2:
+                self.reading_paused = False
+                self.transport.resume_reading()  # type: ignore[union-attr]
+            reply = await handler.handle(frame, self.peer)
+            self.last_activity = self.loop.time()
+            if reply is None or self.closing:
+                continue
+            self.transport.write(encode(reply))  # type: ignore[union-attr]
+            if not self.can_write.is_set():
+                try:
+                    async with asyncio.timeout(self.limits.write_timeout):
+                        await self.can_write.wait()
+                except TimeoutError:
+                    metrics.FRAME_ERRORS.labels(self.server.name, "write_timeout").inc()
+                    log.warning("write_timeout", channel=self.server.name, peer=self.peer)
+                    self.transport.abort()  # type: ignore[union-attr]
+                    return
+        if self.draining:
+            self.close()
+
+    # -- timers ------------------------------------------------------------------------------
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self.timer = None
+        if self.closing:
+            return
+        now = self.loop.time()
+        limits = self.limits
+        started = self.frame_started
+        if started is not None and self.decoder.in_frame and now - started >= limits.frame_timeout:
+            metrics.FRAME_ERRORS.labels(self.server.name, "frame_timeout").inc()
+            log.warning("frame_timeout", channel=self.server.name, peer=self.peer,
+                        bytes=self.decoder.buffered, seconds=limits.frame_timeout)
+            self.close()
+            return
+        busy = bool(self.queue) or (self.worker is not None and not self.worker.done())
+        if not busy and now - self.last_activity >= limits.idle_timeout:
+            metrics.FRAME_ERRORS.labels(self.server.name, "idle_timeout").inc()
+            log.info("idle_timeout", channel=self.server.name, peer=self.peer,
+                     seconds=limits.idle_timeout)
+            self.close()
+            return
+        deadlines = [self.last_activity + limits.idle_timeout]
+        if self.frame_started is not None:
+            deadlines.append(self.frame_started + limits.frame_timeout)
+        self._arm(max(min(deadlines), now + 0.05))
