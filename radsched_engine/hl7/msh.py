@@ -134,6 +134,24 @@ class MshHeader:
         return value.strip()
 
 
+_DELIMITERS: dict[tuple[str, str], Delimiters | None] = {}
+
+
+def _delimiters(field_sep: str, encoding: str) -> Delimiters | None:
+    """``Delimiters.from_msh`` for a valid MSH-2, None for an invalid one (memoised: few distinct)."""
+    key = (field_sep, encoding)
+    try:
+        return _DELIMITERS[key]
+    except KeyError:
+        pass
+    result = None
+    if len(encoding) <= 5 and not any(c.isalnum() or c in _FORBIDDEN for c in encoding):
+        result = Delimiters.from_msh(field_sep, encoding)
+    if len(_DELIMITERS) < 512:
+        _DELIMITERS[key] = result
+    return result
+
+
 def find_msh(raw: bytes) -> int:
     """Byte offset of the first ``MSH`` that starts a segment, or -1."""
     pos = raw.find(b"MSH")
@@ -161,11 +179,10 @@ def sniff_msh(raw: bytes) -> MshHeader | None:
     field_sep = line[3]
     if field_sep.isalnum() or field_sep in _FORBIDDEN:
         return None
-    rest = line[4:]
-    encoding, _, _ = rest.partition(field_sep)
-    if len(encoding) > 5 or any(c.isalnum() or c in _FORBIDDEN for c in encoding):
+    encoding = line[4:].partition(field_sep)[0]
+    delimiters = _delimiters(field_sep, encoding)
+    if delimiters is None:
         return None
-    delimiters = Delimiters.from_msh(field_sep, encoding)
     parts = line.split(field_sep)
     # parts[0] = "MSH", parts[1] = MSH-2 ...; shift so that fields[n] = MSH-n.
     fields = ("MSH", field_sep, *parts[1:])
