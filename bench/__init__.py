@@ -1,0 +1,1 @@
+"""Benchmarks: load generator, peers and the scripts that write BENCHMARKS.md."""

@@ -1,0 +1,129 @@
+"""Shared benchmark plumbing: pinned processes, port waits, machine facts, BENCHMARKS.md sections."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+
+
+def cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def pin(core: int | None) -> list[str]:
+    """``taskset -c N`` when the machine has at least two cores and taskset exists."""
+    if core is None or len(cores()) < 2 or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", str(cores()[core])]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+@contextmanager
+def server(cmd: list[str], port: int, *, env: dict[str, str] | None = None, core: int | None = 0,
+           log: Path | None = None, startup: float = 120.0):
+    """Run a server process pinned to ``core`` until the block ends; SIGTERM, then SIGKILL."""
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen([*pin(core), *cmd], env={**os.environ, **(env or {})}, cwd=ROOT,
+                            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, startup, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log:
+            out.close()
+
+
+def loadgen(port: int, connections: int, duration: float, template: Path | None = None,
+            warmup: float = 2.0, core: int | None = 1, run_id: str | None = None) -> dict:
+    cmd = [*pin(core), sys.executable, "-m", "bench.loadgen", "--port", str(port),
+           "--connections", str(connections), "--duration", str(duration), "--warmup", str(warmup)]
+    if template:
+        cmd += ["--template", str(template)]
+    if run_id:
+        cmd += ["--run-id", run_id]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True,
+                          timeout=duration + warmup + 120)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1048576:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (f"{model}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}")
+
+
+def write_section(key: str, body: str) -> None:
+    """Replace (or append) the section between ``<!-- bench:KEY:start/end -->`` in BENCHMARKS.md."""
+    start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n" \
+        "Figures written by the scripts in `bench/`; each section says the command that made it.\n"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        text = before + block + after
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    BENCHMARKS.write_text(text)
+
+
+def stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    head = "| " + " | ".join(c[1] for c in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, sep]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(c[0], "")) for c in columns) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""Closed-loop MLLP load generator: N connections, one message in flight each, every ACK checked.
+
+Each connection sends a message, waits for its reply, checks that MSA-2 equals the MSH-10 it
+sent (and records MSA-1), then sends the next. Prints one JSON object with throughput and
+latency percentiles. Messages come from a template file with placeholders:
+``{cid}`` a unique control id, ``{n}`` a global sequence number, ``{start}`` an HL7 timestamp
+derived from ``{n}`` (distinct slots), ``{room}`` one of 40 rooms.
+
+    python -m bench.loadgen --port 8661 --connections 16 --duration 10 --template bench/messages/siu_s12.hl7
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from radsched_engine.mllp.framing import FrameDecoder, encode
+
+_PLACEHOLDER = re.compile(r"\{(cid|n|start|room)\}")
+_EPOCH = datetime(2027, 1, 4, 7, 0, tzinfo=UTC)
+
+
+class Template:
+    def __init__(self, text: str, run_id: str) -> None:
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
+        if not text.endswith("\r"):
+            text += "\r"
+        self.parts = _PLACEHOLDER.split(text)
+        self.run_id = run_id
+        self._starts: dict[int, str] = {}
+
+    def _start(self, slot: int) -> str:
+        text = self._starts.get(slot)
+        if text is None:
+            text = (_EPOCH + timedelta(minutes=30 * slot)).strftime("%Y%m%d%H%M%S+0000")
+            self._starts = {slot: text}     # slots only move forward: keep the latest one
+        return text
+
+    def render(self, conn: int, seq: int, n: int) -> tuple[bytes, bytes]:
+        cid = f"{self.run_id}-{conn}-{seq}"
+        values = {"cid": cid, "n": str(n), "start": self._start(n // 40), "room": f"ROOM{n % 40:02d}"}
+        out = [p if i % 2 == 0 else values[p] for i, p in enumerate(self.parts)]
+        return "".join(out).encode(), cid.encode()
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.latencies: list[int] = []
+        self.codes: dict[str, int] = {}
+        self.mismatches = 0
+        self.closed = 0
+        self.counter = 0
+        self.recording = False
+
+
+class LoadConnection(asyncio.Protocol):
+    def __init__(self, idx: int, template: Template, stats: Stats, stop: asyncio.Event,
+                 done: asyncio.Future) -> None:
+        self.idx, self.template, self.stats, self.stop, self.done = idx, template, stats, stop, done
+        self.decoder = FrameDecoder(16 * 1024 * 1024)
+        self.seq = 0
+        self.expected = b""
+        self.sent_at = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.send_next()
+
+    def send_next(self) -> None:
+        if self.stop.is_set():
+            self.transport.close()
+            return
+        self.seq += 1
+        self.stats.counter += 1
+        payload, self.expected = self.template.render(self.idx, self.seq, self.stats.counter)
+        self.sent_at = time.perf_counter_ns()
+        self.transport.write(encode(payload))
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            if not isinstance(frame, bytes):
+                continue
+            now = time.perf_counter_ns()
+            sep = frame[3:4] or b"|"
+            start = frame.find(b"\rMSA" + sep) + 1
+            end = frame.find(b"\r", start)
+            fields = frame[start:end if end > 0 else None].split(sep) if start else []
+            code = fields[1].decode() if len(fields) > 1 else "??"
+            if len(fields) < 3 or fields[2] != self.expected:
+                self.stats.mismatches += 1
+            if self.stats.recording:
+                self.stats.latencies.append(now - self.sent_at)
+                self.stats.codes[code] = self.stats.codes.get(code, 0) + 1
+            self.send_next()
+
+    def connection_lost(self, exc) -> None:
+        if not self.stop.is_set():
+            self.stats.closed += 1
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def run(host: str, port: int, connections: int, duration: float, warmup: float,
+              template: Template) -> dict:
+    loop = asyncio.get_running_loop()
+    stats, stop = Stats(), asyncio.Event()
+    dones = []
+    for i in range(connections):
+        fut = loop.create_future()
+        dones.append(fut)
+        await loop.create_connection(lambda i=i, f=fut: LoadConnection(i, template, stats, stop, f),
+                                     host, port)
+    await asyncio.sleep(warmup)
+    stats.recording = True
+    started = time.perf_counter()
+    await asyncio.sleep(duration)
+    stats.recording = False
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await asyncio.wait(dones, timeout=10)
+    lat = sorted(stats.latencies)
+    count = len(lat)
+
+    def pct(p: float) -> float:
+        return round(lat[min(count - 1, int(p * count))] / 1e6, 3) if count else float("nan")
+
+    return {"connections": connections, "messages": count, "seconds": round(elapsed, 3),
+            "msgs_per_s": round(count / elapsed, 1), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "max_ms": round(lat[-1] / 1e6, 3) if count else None, "ack_codes": stats.codes,
+            "mismatched_msa2": stats.mismatches, "closed_by_server": stats.closed}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--template", default=str(Path(__file__).parent / "messages" / "siu_s12.hl7"))
+    ap.add_argument("--run-id", default=f"L{os.getpid()}")
+    args = ap.parse_args()
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    template = Template(Path(args.template).read_text(), args.run_id)
+    result = asyncio.run(run(args.host, args.port, args.connections, args.duration, args.warmup, template))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Peers measured beside the engine in the same benchmark run."""
