@@ -1,0 +1,1 @@
+"""Tests of the Twilio, phone and Claude integrations against local fakes."""
