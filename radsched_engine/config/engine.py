@@ -20,7 +20,7 @@ DEFAULT_PATH = Path("config/engine.yaml")
 class DatabaseSettings:
     """The PostgreSQL connection pool."""
 
-    url: str | None = field(default=None, metadata={
+    url: str | None = field(default=None, repr=False, metadata={   # may hold a password
         "doc": "PostgreSQL URL (postgresql://user:pass@host:5432/db); empty = an embedded PostgreSQL "
                "server kept under `data_dir`.",
         "env": "RADSCHED_DATABASE_URL", "check": checks.database_url})

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from radsched_engine.config import ConfigError, DatabaseSettings, EngineConfig, LogSettings, load_engine
+from radsched_engine.config import (
+    ConfigError,
+    DatabaseSettings,
+    EngineConfig,
+    LogSettings,
+    load_all,
+    load_engine,
+)
+
+from .stand_ins import STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "config" / "engine.yaml"
@@ -78,3 +87,17 @@ def test_database_url_is_not_echoed_in_problems(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_engine(path, env={})
     assert "s3cret" not in str(info.value)
+    config = load_engine(env={"RADSCHED_DATABASE_URL": "postgresql://admin:s3cret@db/x"})
+    assert config.database.url == "postgresql://admin:s3cret@db/x"
+    assert "s3cret" not in repr(config)
+
+
+def test_load_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "chans").mkdir()
+    (tmp_path / "chans" / "a.yaml").write_text("listen: 127.0.0.1:0\npipeline: [parse]\n")
+    engine, channels = load_all(env={"RADSCHED_CHANNELS_DIR": "chans"}, stages=STAGES)
+    assert engine.channels_dir == tmp_path / "chans"
+    assert [(c.name, c.path) for c in channels] == [("a", tmp_path / "chans" / "a.yaml")]
+    with pytest.raises(ConfigError, match="no such directory"):
+        load_all(env={}, stages=STAGES)
