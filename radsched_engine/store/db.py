@@ -1,0 +1,200 @@
+"""The Store: an asyncpg pool, health, and the unit of work that journals and commits each message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import structlog
+
+from .. import metrics
+from ..exchange import Exchange, Outcome
+from . import journal
+
+log = structlog.get_logger("radsched.store")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    """json/jsonb as Python objects on every pooled connection (payloads are plain dicts)."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, schema="pg_catalog", format="text",
+                                  encoder=json.dumps, decoder=json.loads)
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's RESET ALL round trip on release (an open transaction is still rolled back)."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A bounded metric label for a database failure."""
+    if isinstance(exc, (TimeoutError, asyncpg.QueryCanceledError)):
+        return "timeout"
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        return "lock_timeout"
+    if isinstance(exc, asyncpg.DeadlockDetectedError):
+        return "deadlock"
+    if isinstance(exc, (OSError, asyncpg.ConnectionDoesNotExistError,
+                        asyncpg.CannotConnectNowError, asyncpg.InterfaceError)):
+        return "connection"
+    if isinstance(exc, asyncpg.PostgresError):
+        return "query"
+    return "other"
+
+
+class Store:
+    """Database access for the engine: one pool, opened once by the composition root.
+
+    Connection attempts are bounded by ``connect_timeout`` and each statement by
+    ``command_timeout``, so a dead database turns into a prompt exception (the runner answers
+    AR 207) instead of a hung ACK. The pool reconnects by itself when the database returns.
+
+    The pool skips asyncpg's per-release ``RESET ALL``: do not leave session state on pooled
+    connections (use ``SET LOCAL``, transaction-scoped advisory locks; LISTEN on a connection
+    of your own). json/jsonb columns take and return Python objects.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float) -> None:
+        self.pool = pool
+        self.acquire_timeout = acquire_timeout
+
+    @classmethod
+    async def open(cls, url: str, *, pool_min: int = 2, pool_max: int = 16,
+                   connect_timeout: float = 5.0, command_timeout: float = 10.0,
+                   lock_timeout: float | None = None, application_name: str = "radsched-engine",
+                   ) -> Store:
+        """Open the pool (``pool_min`` connections now). Raises when the database is unreachable."""
+        lock_ms = int(1000 * (lock_timeout if lock_timeout is not None else command_timeout / 2))
+        pool = await asyncpg.create_pool(
+            url, min_size=pool_min, max_size=pool_max, timeout=connect_timeout,
+            command_timeout=command_timeout, init=_init_connection, reset=_no_reset,
+            server_settings={"application_name": application_name,
+                             "lock_timeout": str(lock_ms),
+                             "idle_in_transaction_session_timeout": str(int(command_timeout * 3000))})
+        store = cls(pool, acquire_timeout=connect_timeout + command_timeout)
+        store._gauge()
+        return store
+
+    async def close(self) -> None:
+        await self.pool.close()
+        metrics.POOL_SIZE.set(0)
+        metrics.POOL_IN_USE.set(0)
+
+    def _gauge(self) -> None:
+        size = self.pool.get_size()
+        metrics.POOL_SIZE.set(size)
+        metrics.POOL_IN_USE.set(size - self.pool.get_idle_size())
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, acquired within the store's time bounds."""
+        conn = await self.pool.acquire(timeout=self.acquire_timeout)
+        self._gauge()
+        try:
+            yield conn
+        finally:
+            await self.pool.release(conn)
+            self._gauge()
+
+    async def healthy(self, timeout: float = 2.0) -> bool:
+        """True when a trivial query answers within ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout), self.connection() as conn:
+                await conn.fetchval("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    def unit_of_work(self, channel: str) -> UnitOfWork:
+        return UnitOfWork(self, channel)
+
+
+class UnitOfWork:
+    """The transaction around a channel's transactional stages, and its message journal.
+
+    ``transaction(exchange)``: acquire a connection, BEGIN, set ``exchange.tx``; on exit with an
+    accepted outcome the journal row is inserted (unless the persist stage already wrote it in
+    its own statement, see ``exchange.journal_id``) and the transaction commits. With any other
+    outcome the whole transaction is rolled back and the journal row alone is inserted and
+    committed. A failure to journal or commit propagates (the runner answers AR 207).
+    ``exchange.journal_id`` is set once the row is committed, and is None otherwise.
+    """
+
+    def __init__(self, store: Store, channel: str) -> None:
+        self.store = store
+        self.channel = channel
+
+    @asynccontextmanager
+    async def transaction(self, exchange: Exchange) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        try:
+            async with self.store.connection() as conn:
+                tx = conn.transaction()
+                await tx.start()
+                exchange.tx = conn
+                try:
+                    yield
+                except BaseException:
+                    exchange.journal_id = None
+                    if not conn.is_closed():
+                        await tx.rollback()
+                    raise
+                finally:
+                    exchange.tx = None
+                outcome = exchange.outcome or Outcome.ACCEPTED
+                if outcome.accepted:
+                    await self._finish_accepted(conn, exchange, outcome)
+                    await tx.commit()
+                else:
+                    exchange.journal_id = None
+                    await tx.rollback()
+                    exchange.journal_id = await self._insert(conn, exchange, outcome)
+        except BaseException as exc:
+            exchange.journal_id = None
+            self._failed(exc)
+            raise
+        metrics.JOURNAL_ROWS.labels(outcome.value).inc()
+        metrics.STORE_SECONDS.labels("transaction").observe(time.perf_counter() - started)
+
+    async def _finish_accepted(self, conn: asyncpg.Connection, exchange: Exchange,
+                               outcome: Outcome) -> None:
+        if exchange.journal_id is None:
+            exchange.journal_id = await self._insert(conn, exchange, outcome)
+        elif len(exchange.warnings) != exchange.data.get("journaled_warnings", 0):
+            # A stage after persist added warnings to an already written row.
+            warnings = journal.meta(exchange, outcome)["warnings"]
+            await conn.execute("UPDATE hl7_messages SET warnings = $2 WHERE id = $1",
+                               exchange.journal_id, warnings)
+
+    async def record(self, exchange: Exchange) -> None:
+        """Journal a message whose outcome was decided before any transaction (autocommit)."""
+        started = time.perf_counter()
+        outcome = exchange.outcome or Outcome.ACCEPTED
+        try:
+            async with self.store.connection() as conn:
+                exchange.journal_id = await self._insert(conn, exchange, outcome)
+        except BaseException as exc:
+            exchange.journal_id = None
+            self._failed(exc)
+            raise
+        metrics.JOURNAL_ROWS.labels(outcome.value).inc()
+        metrics.STORE_SECONDS.labels("record").observe(time.perf_counter() - started)
+
+    @staticmethod
+    async def _insert(conn: asyncpg.Connection, exchange: Exchange, outcome: Outcome) -> int:
+        return await conn.fetchval(journal.INSERT, journal.meta(exchange, outcome), exchange.raw,
+                                   journal.content_hash(exchange))
+
+    @staticmethod
+    def _failed(exc: BaseException) -> None:
+        if isinstance(exc, Exception):
+            metrics.STORE_FAILURES.labels(failure_reason(exc)).inc()
+
+
+def record_to_dict(record: Any) -> dict[str, Any] | None:
+    """An asyncpg Record (or None) as a plain dict."""
+    return dict(record.items()) if record is not None else None
