@@ -80,7 +80,11 @@ class ProcedureCatalog:
                     for m, v in (doc.get("modality_defaults") or {}).items()}
         raw = dict(doc["procedures"])
         for code, values in (overrides or {}).items():
-            raw[code] = {**(raw.get(code) or {}), **_override_values(values)}
+            given = _override_values(values)
+            check_attributes({k: v for k, v in given.items() if k != "same_as"},
+                             f"procedure_overrides.{code}")
+            # An override naming ``same_as`` replaces the entry; otherwise it changes some attributes.
+            raw[code] = given if given.get("same_as") else {**(raw.get(code) or {}), **given}
         entries: dict[str, dict[str, Any]] = {}
         pending = {str(k).strip().upper(): dict(v or {}) for k, v in raw.items()}
         for code in list(pending):

@@ -8,6 +8,8 @@ from typing import Literal
 from .model import RULE_IDS, RULES, rule_id
 
 Severity = Literal["block", "warn", "info", "off"]
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_PRIORITIES = ("S", "A", "R", "P", "T")
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -179,6 +181,14 @@ class ProcedureOverride:
     tracer_activity: str | None = field(default=None, metadata=_doc("high or low"))
     radioiodine: str | None = field(default=None, metadata=_doc("diagnostic or therapy"))
     thyroid_nm: bool | None = field(default=None, metadata=_doc("thyroid nuclear medicine study"))
+    intra_arterial: bool | None = field(default=None, metadata=_doc("intra-arterial contrast study"))
+    oral_intake: bool | None = field(default=None, metadata=_doc("the patient eats or drinks for the exam"))
+    gi_study: str | None = field(default=None, metadata=_doc("kub, ivu, enema, ugi, swallow or sbft"))
+    fdg: bool | None = field(default=None, metadata=_doc("FDG PET"))
+    ionizing_abd_pelvis: bool | None = field(default=None, metadata=_doc(
+        "ionizing radiation to the abdomen/pelvis (pregnancy screening)"))
+    high_dose_pelvic: bool | None = field(default=None, metadata=_doc(
+        "needs a negative pregnancy test within the test window"))
     needs_sedation: bool | None = field(default=None, metadata=_doc("sedation or anaesthesia case"))
     npo_hours: float | None = field(default=None, metadata=_doc("fasting hours before the exam"))
     stress_test: str | None = field(default=None, metadata=_doc("exercise or pharmacologic"))
@@ -219,7 +229,14 @@ def problems(config: RulesConfig) -> list[str]:
         ("severity", _check_severity_keys(config.severity))) if msg]
     out += [f"severity.{k}: {v!r} is not block, warn, info or off"
             for k, v in config.severity.items() if v not in ("block", "warn", "info", "off")]
+    t = config.thresholds
     out += [f"capacities.{k}: must be at least 1, got {v}" for k, v in config.capacities.items() if v < 1]
+    out += [f"thresholds.working_days: unknown day {d!r} (use mon tue wed thu fri sat sun)"
+            for d in t.working_days if d.strip().lower()[:3] not in _DAYS]
+    out += [f"thresholds.{name}: unknown priority {p!r} (use S, A, R, P, T)"
+            for name, values in (("urgent_priorities", t.urgent_priorities),
+                                 ("priority_target_hours", tuple(t.priority_target_hours)))
+            for p in values if p not in _PRIORITIES]
     out += [f"staff.concurrency.{k}: must be at least 1, got {v}"
             for k, v in config.staff.concurrency.items() if v < 1]
     out += [f"staff.roles.{k}: {v!r} is not block, warn, info or off"

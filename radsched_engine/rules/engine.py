@@ -133,6 +133,8 @@ class RuleSet:
         Inactive bookings (cancelled, deleted, no-show, discontinued) never conflict, a booking
         never conflicts with itself (same key) nor with a linked sub-appointment (same group).
         """
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError("evaluate(now=...) must be timezone-aware")
         if not candidate.active:
             return []
         ctx = Context(self, candidate, self.profile(candidate), now)

@@ -199,3 +199,29 @@ def test_findings_carry_no_patient_identifiers() -> None:
     assert len({f.rule for f in findings}) >= 10
     text = json.dumps([f.to_json() for f in findings], default=str)
     assert "MRN-4471" not in text and "SECRET" not in text
+
+
+def test_evaluate_needs_an_aware_clock() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        RuleSet().evaluate(bk("A", 0), [], datetime(2026, 3, 1, 9))
+
+
+def test_bad_override_names_the_override() -> None:
+    with pytest.raises(ValueError, match=r"procedure_overrides\.74177: modality 'QQ'"):
+        RuleSet(RulesConfig(procedure_overrides={"74177": ProcedureOverride(modality="QQ")}))
+
+
+def test_override_with_same_as_replaces_the_entry() -> None:
+    rules = RuleSet(RulesConfig(procedure_overrides={"74177": ProcedureOverride(same_as="70551")}))
+    exam = rules.catalog.lookup("74177")
+    assert exam.modality == "MR" and not exam.iv_iodinated
+
+
+@pytest.mark.parametrize(("thresholds", "message"), [
+    (Thresholds(working_days=("mon", "someday")), "working_days"),
+    (Thresholds(urgent_priorities=("X",)), "urgent_priorities"),
+    (Thresholds(radiopharmacy_cutoff="2pm"), "radiopharmacy_cutoff"),
+])
+def test_invalid_thresholds_are_refused(thresholds: Thresholds, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RuleSet(RulesConfig(thresholds=thresholds))
