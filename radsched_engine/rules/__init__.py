@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .adapt import booking_from_event
 from .attributes import ExamAttributes
 from .catalog import ProcedureCatalog
 from .config import (
@@ -21,5 +22,6 @@ from .model import RULES, Booking, Finding, FindingSummary, normalize_status, ru
 __all__ = [
     "RULES", "Booking", "CalendarConfig", "Closure", "ExamAttributes", "Finding", "FindingSummary",
     "ProcedureCatalog", "ProcedureOverride", "ResourceCalendar", "RuleSet", "RulesConfig",
-    "StaffPolicy", "Thresholds", "WeeklyHours", "enabled_rules", "normalize_status", "rule_id",
+    "StaffPolicy", "Thresholds", "WeeklyHours", "booking_from_event", "enabled_rules", "normalize_status",
+    "rule_id",
 ]
