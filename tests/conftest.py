@@ -1,18 +1,22 @@
 """Shared database fixtures: one PostgreSQL per test session, a fresh migrated database per test.
 
-- ``pg_server`` (session): an embedded PostgreSQL under pytest's tmp dir, or the server of
+- ``pg_server`` (session): an embedded PostgreSQL in a private temp dir, or the server of
   ``RADSCHED_TEST_DATABASE_URL`` (its role needs CREATEDB). Yields the admin URL.
 - ``pg_template`` (session): a database migrated once, used as the template of every test db.
 - ``db_url`` (function): URL of a new database created from the template (~0.1 s); dropped after.
 - ``store`` (function): a ``Store`` opened on ``db_url`` (pool of 1-4), closed after.
+- ``pg_data_dir`` (function): a data directory for a test that runs its own embedded server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -27,19 +31,40 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
+def _private_dir() -> Path:
+    """A fresh directory for an embedded server's files, outside pytest's tmp dir.
+
+    pytest resets ``/tmp/pytest-of-<user>`` to mode 0700 whenever another session starts; as
+    root, pgserver runs PostgreSQL as the ``pgserver`` user, which would then lose access to its
+    own data directory mid-run.
+    """
+    return Path(tempfile.mkdtemp(prefix="radsched-pg-"))
+
+
+@pytest.fixture
+def pg_data_dir() -> Iterator[Path]:
+    """A data directory for a test's own embedded PostgreSQL (removed afterwards)."""
+    path = _private_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server() -> Iterator[str]:
     external = os.environ.get("RADSCHED_TEST_DATABASE_URL")
     if external:
         yield external
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("radsched-pg"), database="postgres")
+    path = _private_dir()
+    server = EmbeddedPostgres(path, database="postgres")
     try:
         server.start()
     except Exception as exc:  # pragma: no cover - depends on the machine
+        shutil.rmtree(path, ignore_errors=True)
         pytest.skip(f"cannot start an embedded PostgreSQL (pgserver): {exc}")
     yield server.url
     server.stop()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

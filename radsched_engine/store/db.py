@@ -19,11 +19,28 @@ from . import journal
 log = structlog.get_logger("radsched.store")
 
 
+def _jsonb_encode(value: Any) -> bytes:
+    return b"\x01" + json.dumps(value).encode()
+
+
+def _jsonb_decode(data: bytes) -> Any:
+    return json.loads(data[1:])
+
+
+def _json_encode(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    """json/jsonb as Python objects on every pooled connection (payloads are plain dicts)."""
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(name, schema="pg_catalog", format="text",
-                                  encoder=json.dumps, decoder=json.loads)
+    """json/jsonb as Python objects on every pooled connection (payloads are plain dicts).
+
+    Binary format, so that jsonb columns inside composite values (a whole row returned by a
+    function) decode too.
+    """
+    await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary",
+                              encoder=_jsonb_encode, decoder=_jsonb_decode)
+    await conn.set_type_codec("json", schema="pg_catalog", format="binary",
+                              encoder=_json_encode, decoder=json.loads)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:

@@ -43,9 +43,9 @@ def content_hash(exchange: Exchange) -> bytes:
     return cached
 
 
-def message_lock(application: str, facility: str, control_id: str) -> int:
+def message_lock(channel: str, application: str, facility: str, control_id: str) -> int:
     """Advisory lock key (signed 64-bit) that serialises deliveries of one message id."""
-    return lock_key(f"msg|{application}|{facility}|{control_id}")
+    return lock_key(f"msg|{channel}|{application}|{facility}|{control_id}")
 
 
 def lock_key(name: str) -> int:

@@ -57,14 +57,14 @@ def test_database_url_needs_a_running_server(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-async def test_open_store_embedded_then_outage_and_recovery(tmp_path: Path) -> None:
+async def test_open_store_embedded_then_outage_and_recovery(pg_data_dir: Path) -> None:
     """First run needs no setup; the store survives the server going away and coming back."""
-    cfg = _Config(tmp_path)
+    cfg = _Config(pg_data_dir)
     store, embedded = await open_store(cfg)
     assert embedded is not None and embedded.started_here
     try:
         url = database_url_for_config(cfg)
-        assert url == database_url(tmp_path) and "/radsched?" in url
+        assert url == database_url(pg_data_dir) and "/radsched?" in url
         assert await migrate(url) == []                       # open_store migrated already
         await _accept(store, "OK1")
 
@@ -92,7 +92,7 @@ async def test_open_store_embedded_then_outage_and_recovery(tmp_path: Path) -> N
         await store.close()
         await asyncio.to_thread(embedded.stop)
     with pytest.raises(RuntimeError):
-        database_url(tmp_path)
+        database_url(pg_data_dir)
 
 
 async def _noop(ex: object) -> None:
@@ -106,14 +106,14 @@ async def _accept(store: Store, control_id: str) -> None:
     assert ex.journal_id is not None
 
 
-def test_embedded_stop_leaves_a_server_it_did_not_start(tmp_path: Path) -> None:
-    first = EmbeddedPostgres(tmp_path)
+def test_embedded_stop_leaves_a_server_it_did_not_start(pg_data_dir: Path) -> None:
+    first = EmbeddedPostgres(pg_data_dir)
     first.start()
     try:
-        second = EmbeddedPostgres(tmp_path)
+        second = EmbeddedPostgres(pg_data_dir)
         assert second.start() == first.url
         assert not second.started_here
         second.stop()                                          # not ours: still running
-        assert database_url(tmp_path) == first.url
+        assert database_url(pg_data_dir) == first.url
     finally:
         first.stop()

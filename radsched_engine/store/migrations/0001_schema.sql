@@ -23,9 +23,9 @@ CREATE TABLE hl7_messages (
     warnings            jsonb,                             -- [{code, text, location, severity}]
     appointment_id      integer
 );
--- Redelivery detection: one accepted message per (sender, MSH-10).
+-- Redelivery detection: one accepted message per (channel, sender, MSH-10).
 CREATE UNIQUE INDEX hl7_messages_accepted_control_id
-    ON hl7_messages (sending_application, sending_facility, control_id)
+    ON hl7_messages (channel, sending_application, sending_facility, control_id)
     WHERE outcome = 'accepted' AND control_id <> '';
 CREATE INDEX hl7_messages_received_at ON hl7_messages USING brin (received_at);
 

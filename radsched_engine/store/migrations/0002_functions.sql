@@ -17,11 +17,11 @@ RETURNS bigint LANGUAGE sql AS $$
     RETURNING id
 $$;
 
--- Serialise deliveries of one (sender, MSH-10) and say whether it was already accepted:
+-- Serialise deliveries of one (channel, sender, MSH-10); say whether it was already accepted:
 -- state 'new', 'duplicate' (same content; ack_code = the ACK first sent) or 'reused'
 -- (same MSH-10, different content). An empty MSH-10 is always 'new'.
-CREATE FUNCTION radsched_claim_message(p_lock bigint, p_application text, p_facility text,
-                                       p_control_id text, p_hash bytea,
+CREATE FUNCTION radsched_claim_message(p_lock bigint, p_channel text, p_application text,
+                                       p_facility text, p_control_id text, p_hash bytea,
                                        OUT state text, OUT ack_code text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -34,7 +34,8 @@ BEGIN
     PERFORM pg_advisory_xact_lock(p_lock);
     SELECT m.content_hash, m.ack_code INTO v_hash, ack_code
       FROM hl7_messages AS m
-     WHERE m.sending_application = p_application AND m.sending_facility = p_facility
+     WHERE m.channel = p_channel AND m.sending_application = p_application
+       AND m.sending_facility = p_facility
        AND m.control_id = p_control_id AND m.outcome = 'accepted';
     IF FOUND THEN
         state := CASE WHEN v_hash = p_hash THEN 'duplicate' ELSE 'reused' END;
@@ -71,7 +72,7 @@ DECLARE
     v_modality text;
 BEGIN
     SELECT * INTO v_claim FROM radsched_claim_message(
-        p_lock, p_meta->>'sending_application', p_meta->>'sending_facility',
+        p_lock, p_meta->>'channel', p_meta->>'sending_application', p_meta->>'sending_facility',
         p_meta->>'control_id', p_hash);
     IF v_claim.state <> 'new' THEN
         RETURN QUERY SELECT v_claim.state, v_claim.ack_code, NULL::bigint, NULL::appointments;
