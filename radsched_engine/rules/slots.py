@@ -19,7 +19,7 @@ DURATION = "DURATION-MISMATCH"
 CALENDAR = "OUTSIDE-CALENDAR"
 TARGET = "PRIORITY-TARGET-MISSED"
 LEAD_TIME = "RADIOPHARMACEUTICAL-LEAD-TIME"
-DISPLACEABLE = frozenset({"R", "A"})
+NOT_DISPLACEABLE = frozenset({"S", "P", "T"})        # any other (unknown) priority counts as routine
 
 
 def over_capacity(cand: Booking, clashing: list[Booking], capacity: int) -> list[Booking]:
@@ -47,7 +47,7 @@ def _collision(ctx: Context, rule: str, severity: str, other: Booking, message: 
                **details: object) -> None:
     """A room/staff collision; a STAT candidate is never blocked by one (R7)."""
     if ctx.stat:
-        if other.priority in DISPLACEABLE and ctx.on(STAT_BUMP):
+        if other.priority not in NOT_DISPLACEABLE and ctx.on(STAT_BUMP):
             if other.key not in ctx.displaced:
                 ctx.displaced.add(other.key)
                 ctx.add(STAT_BUMP, "info",

@@ -132,6 +132,10 @@ def test_stat_displaces_routine_instead_of_being_blocked() -> None:
     assert bumped[0].details["displaced_severity"] == "warn"
 
 
+def test_unknown_priority_counts_as_routine() -> None:
+    assert [f.other for f in of(run(bk("S", 0, priority="S"), bk("B", 0, priority="")), STAT)] == ["B"]
+
+
 def test_stat_against_stat_is_a_warning_never_a_block() -> None:
     found = run(bk("S", 0, priority="S"), bk("S2", 0, priority="S"))
     assert severities(found, ROOM) == ["warn"] and of(found, STAT) == []
