@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from . import metrics
+from . import logs, metrics
 from .ack import AckIdentity
 from .channel import Channel
 from .mllp.server import Limits, MllpServer
@@ -41,6 +41,7 @@ class Engine:
     services: dict[str, Any] = field(default_factory=dict)
     background: list[Any] = field(default_factory=list)   # objects with async start()/stop()
     _embedded: Any = None
+    _flusher: Any = None
     ready: bool = False
 
     def needs_store(self) -> bool:
@@ -66,6 +67,7 @@ class Engine:
             await server.start()
         for service in self.background:
             await service.start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_logs())
         self.ready = True
         metrics.ENGINE_READY.set(1)
         log.info("engine_started", channels=[c.name for c in self.channels],
@@ -104,6 +106,11 @@ class Engine:
 
         self.services, self.background = await build_services(self.config, self.store, self.env)
 
+    async def _flush_logs(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            logs.flush()
+
     async def _ready_check(self) -> tuple[bool, dict[str, str]]:
         detail: dict[str, str] = {"listeners": "up" if self.ready else "starting"}
         ok = self.ready
@@ -134,3 +141,6 @@ class Engine:
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
         log.info("engine_stopped")
+        if self._flusher is not None:
+            self._flusher.cancel()
+        logs.flush()

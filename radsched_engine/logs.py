@@ -68,6 +68,55 @@ def _scrub_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) ->
     return event
 
 
+class BufferedLogger:
+    """Writes rendered lines; info and below are flushed in batches (``flush()`` on a timer),
+    warnings and errors at once. The journal, not the log, is the durable record of messages."""
+
+    __slots__ = ("_file", "_pending")
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self._pending = 0
+
+    def msg(self, message: str) -> None:
+        self._file.write(message + "\n")
+        self._pending += 1
+        if self._pending >= 256:
+            self.flush()
+
+    def urgent(self, message: str) -> None:
+        self._file.write(message + "\n")
+        self.flush()
+
+    def flush(self) -> None:
+        self._pending = 0
+        try:
+            self._file.flush()
+        except (OSError, ValueError):
+            pass
+
+    debug = info = msg
+    warning = warn = error = err = critical = exception = fatal = failure = urgent
+
+
+_LOGGERS: list[BufferedLogger] = []
+
+
+def flush() -> None:
+    """Flush buffered log lines (the app calls this on a short timer and at shutdown)."""
+    for logger in _LOGGERS:
+        logger.flush()
+
+
+class _Factory:
+    def __init__(self, file: Any) -> None:
+        self.logger = BufferedLogger(file)
+        _LOGGERS[:] = [self.logger]
+
+    def __call__(self, *_args: Any) -> BufferedLogger:
+        return self.logger
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
     """Configure structlog once: ``json`` (default off a terminal) or ``console`` (a terminal)."""
     stream = stream or sys.stdout
@@ -79,7 +128,6 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     else:
         renderer = structlog.processors.JSONRenderer()
     processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_phi,
@@ -90,7 +138,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=_Factory(stream),
         cache_logger_on_first_use=True,
     )
     # Libraries that log through stdlib logging (asyncpg, aiohttp, twilio) go through the same
