@@ -176,6 +176,8 @@ def sniff_msh(raw: bytes) -> MshHeader | None:
         if i != -1 and i < end:
             end = i
     line = raw[start:end].decode("latin-1")
+    if len(line) < 4:                     # "MSH" then a segment terminator: no delimiters at all
+        return None
     field_sep = line[3]
     if field_sep.isalnum() or field_sep in _FORBIDDEN:
         return None

@@ -138,6 +138,7 @@ def test_bytes_before_msh_are_skipped() -> None:
 
 
 @pytest.mark.parametrize("raw", [b"", b"hello", b"PID|1||42\r", b"MSH", b"MSH1^~\\&|x", b"\x0b\x1c\r",
+                                 b"MSH\rPID|1||12345678|x",
                                  b"MSH|^~\\&1|A|B"])
 def test_no_usable_msh_is_reject_100(raw: bytes) -> None:
     with pytest.raises(Reject) as info:
