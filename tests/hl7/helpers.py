@@ -102,3 +102,9 @@ def run_sync(stages: list[Stage], raw: bytes) -> Exchange:
 def hl7(*segments: str) -> bytes:
     """A message from segment strings, CR-terminated."""
     return ("\r".join(segments) + "\r").encode()
+
+
+def seg(seg_id: str, fields: dict[int, str]) -> str:
+    """A segment from ``{field number: raw value}`` (no counting of separators by hand)."""
+    last = max(fields, default=0)
+    return "|".join([seg_id, *(fields.get(n, "") for n in range(1, last + 1))])
