@@ -78,6 +78,7 @@ class Store:
     def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float) -> None:
         self.pool = pool
         self.acquire_timeout = acquire_timeout
+        self._in_use = 0
 
     @classmethod
     async def open(cls, url: str, *, pool_min: int = 2, pool_max: int = 16,
@@ -93,7 +94,7 @@ class Store:
                              "lock_timeout": str(lock_ms),
                              "idle_in_transaction_session_timeout": str(int(command_timeout * 3000))})
         store = cls(pool, acquire_timeout=connect_timeout + command_timeout)
-        store._gauge()
+        metrics.POOL_SIZE.set(pool.get_size())
         return store
 
     async def close(self) -> None:
@@ -101,24 +102,23 @@ class Store:
         metrics.POOL_SIZE.set(0)
         metrics.POOL_IN_USE.set(0)
 
-    def _gauge(self) -> None:
-        size = self.pool.get_size()
-        metrics.POOL_SIZE.set(size)
-        metrics.POOL_IN_USE.set(size - self.pool.get_idle_size())
-
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection, acquired within the store's time bounds."""
         conn = await self.pool.acquire(timeout=self.acquire_timeout)
-        self._gauge()
+        self._in_use += 1
+        metrics.POOL_IN_USE.set(self._in_use)
         try:
             yield conn
         finally:
+            self._in_use -= 1
+            metrics.POOL_IN_USE.set(self._in_use)
             await self.pool.release(conn)
-            self._gauge()
 
     async def healthy(self, timeout: float = 2.0) -> bool:
-        """True when a trivial query answers within ``timeout`` seconds."""
+        """True when a trivial query answers within ``timeout`` seconds (also refreshes the
+        pool-size gauge; readiness probes call this regularly)."""
+        metrics.POOL_SIZE.set(self.pool.get_size())
         try:
             async with asyncio.timeout(timeout), self.connection() as conn:
                 await conn.fetchval("SELECT 1")

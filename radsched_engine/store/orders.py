@@ -29,7 +29,7 @@ _COLUMNS = ("placer_order_number", "filler_order_number", "control", "status", "
             "patient_key", "patient_name", "last_event_time")
 _N = len(_COLUMNS)
 _LINK = ("(SELECT a.id FROM appointments AS a WHERE a.order_refs && ${n}::text[] "
-         "ORDER BY a.active DESC, a.id DESC LIMIT 1)")
+         "AND a.order_refs <> '{{}}' ORDER BY a.active DESC, a.id DESC LIMIT 1)")
 _INSERT = (f"INSERT INTO orders (channel, sending_application, sending_facility, {', '.join(_COLUMNS)}, "
            f"appointment_id) VALUES ($1, $2, $3, {', '.join(f'${i + 4}' for i in range(_N))}, "
            f"{_LINK.format(n=_N + 4)}) RETURNING *")

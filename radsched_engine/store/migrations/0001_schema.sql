@@ -71,18 +71,21 @@ CREATE INDEX appointments_alt_key ON appointments (alt_key) WHERE alt_key IS NOT
 CREATE INDEX appointments_datetime ON appointments (datetime);
 CREATE INDEX appointments_patient_active ON appointments (patient_key, datetime) INCLUDE (end_at)
     WHERE active AND patient_key <> '';
-CREATE INDEX appointments_order_refs ON appointments USING gin (order_refs);
+CREATE INDEX appointments_order_refs ON appointments USING gin (order_refs) WHERE order_refs <> '{}';
 
 -- A resource's booking as a GiST-indexable shape: a vertical segment at x = hash(kind, code),
 -- y = [start, end] in epoch seconds. "Bookings of resource R overlapping [t1, t2)" is then one
 -- R-tree probe whatever the table's size (core PostgreSQL has no GiST opclass for text, so
 -- (code, tstzrange) cannot be indexed together without btree_gist). Callers re-check exact,
 -- half-open bounds and the code itself (hash collisions).
+-- A single expression (no FROM, not STRICT) so that PostgreSQL inlines it, in the index and in
+-- queries alike; date_part on an interval is float8 and immutable (extract() is numeric).
 CREATE FUNCTION radsched_slot(kind text, code text, start_at timestamptz, end_at timestamptz)
-RETURNS box LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT box(point(h, extract(epoch FROM start_at - to_timestamp(0))::float8),
-               point(h, extract(epoch FROM end_at - to_timestamp(0))::float8))
-    FROM (SELECT (('x' || substr(md5(kind || '|' || code), 1, 8))::bit(32)::integer)::float8 AS h) s
+RETURNS box LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT box(point((('x' || substr(md5(kind || '|' || code), 1, 8))::bit(32)::integer)::float8,
+                     date_part('epoch', start_at - to_timestamp(0))),
+               point((('x' || substr(md5(kind || '|' || code), 1, 8))::bit(32)::integer)::float8,
+                     date_part('epoch', end_at - to_timestamp(0))))
 $$;
 
 CREATE TABLE appointment_resources (

@@ -3,18 +3,24 @@
 -- "lock, then read" inside one call sees what the lock holder committed.
 
 -- Insert one journal row from its fields as JSON (keys = hl7_messages columns) plus the bytes.
+-- (PL/pgSQL rather than SQL: its plan is cached per session, a SQL function's per query.)
 CREATE FUNCTION radsched_journal(p_id bigint, p_meta jsonb, p_raw bytea, p_hash bytea)
-RETURNS bigint LANGUAGE sql AS $$
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    m hl7_messages := jsonb_populate_record(NULL::hl7_messages, p_meta);
+    v_id bigint;
+BEGIN
     INSERT INTO hl7_messages (id, channel, received_at, peer, control_id, sending_application,
                               sending_facility, message_type, raw, content_hash, outcome, ack_code,
                               error_code, error_location, error, warnings, appointment_id)
-    SELECT coalesce(p_id, nextval('hl7_messages_id_seq')), m.channel, m.received_at,
-           coalesce(m.peer, ''), coalesce(m.control_id, ''), coalesce(m.sending_application, ''),
-           coalesce(m.sending_facility, ''), coalesce(m.message_type, ''), p_raw, p_hash,
-           m.outcome, m.ack_code, m.error_code, m.error_location, m.error, m.warnings,
-           m.appointment_id
-    FROM jsonb_populate_record(NULL::hl7_messages, p_meta) AS m
-    RETURNING id
+    VALUES (coalesce(p_id, nextval('hl7_messages_id_seq')), m.channel, m.received_at,
+            coalesce(m.peer, ''), coalesce(m.control_id, ''), coalesce(m.sending_application, ''),
+            coalesce(m.sending_facility, ''), coalesce(m.message_type, ''), p_raw, p_hash,
+            m.outcome, m.ack_code, m.error_code, m.error_location, m.error, m.warnings,
+            m.appointment_id)
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END
 $$;
 
 -- Serialise deliveries of one (channel, sender, MSH-10); say whether it was already accepted:
@@ -79,13 +85,18 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT * INTO a FROM appointments AS x
-     WHERE x.appointment_key = ANY (p_keys) OR x.alt_key = ANY (p_keys)
-     ORDER BY x.appointment_key = p_keys[1] DESC, x.appointment_key = ANY (p_keys) DESC,
-              x.active DESC, x.id DESC
-     LIMIT 1
-       FOR UPDATE;
+    -- The row stored under the best key, else under the other one, else remembering one.
+    SELECT * INTO a FROM appointments AS x WHERE x.appointment_key = p_keys[1] FOR UPDATE;
     v_found := FOUND;
+    IF NOT v_found AND cardinality(p_keys) > 1 THEN
+        SELECT * INTO a FROM appointments AS x WHERE x.appointment_key = p_keys[2] FOR UPDATE;
+        v_found := FOUND;
+    END IF;
+    IF NOT v_found THEN
+        SELECT * INTO a FROM appointments AS x WHERE x.alt_key = ANY (p_keys)
+         ORDER BY x.active DESC, x.id DESC LIMIT 1 FOR UPDATE;
+        v_found := FOUND;
+    END IF;
     IF p_trigger = 'S12' AND v_found AND a.active THEN
         RETURN QUERY SELECT 'exists'::text, a.appointment_key, NULL::bigint, a;
         RETURN;
