@@ -150,7 +150,9 @@ class PersistStage:
             raise Reject(205, f"appointment {detail or key} already exists", "SCH-2",
                          user_text="An appointment with this id is already booked.")
         if result == "unknown":
-            raise Reject(204, f"no appointment {key.partition('|')[2]} to update", "SCH-2",
+            ident = key.partition("|")[2]
+            raise Reject(204, f"no appointment {ident} to change",
+                         "SCH-2" if ident.startswith("F:") else "SCH-1",
                          user_text="The appointment to change was never booked here.")
 
 

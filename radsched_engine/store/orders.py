@@ -64,7 +64,7 @@ def _check(event: OrderEvent) -> None:
     for seq, order in enumerate(event.orders, 1):
         code = order.control.upper()
         if code not in CONTROL_ACTIONS:
-            raise Reject(103, f"order control {order.control!r} (ORC-1) is not handled",
+            raise Reject(103, f"order control {order.control!r} is not handled",
                          Location("ORC", seq, 1, 1), user_text="Unsupported order control code.")
         if not _number(order.placer_order_number) and not _number(order.filler_order_number):
             raise Reject(101, "order number missing: neither ORC-2 nor ORC-3 is valued",

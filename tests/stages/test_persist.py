@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -263,8 +264,11 @@ async def test_unknown_appointment_is_204(harness: Harness, db_url: str, trigger
     ex = await harness.run(appt(trigger, filler="NOPE", placer=None))
     assert ex.outcome is Outcome.REJECTED and ex.problem.code == 204
     assert "F:NOPE" in ex.problem.text
-    [row] = await journal_rows(db_url)
-    assert (row["outcome"], row["error_code"], row["error_location"]) == ("rejected", 204, "SCH-2")
+    placer_only = await harness.run(appt(trigger, filler=None, placer="NOPE"))
+    assert str(placer_only.problem.location) == "SCH-1"
+    rows = await journal_rows(db_url)
+    assert [(r["outcome"], r["error_code"], r["error_location"]) for r in rows] == [
+        ("rejected", 204, "SCH-2"), ("rejected", 204, "SCH-1")]
 
 
 async def test_out_of_order_s14_is_ignored_as_stale(harness: Harness, db_url: str) -> None:
@@ -429,3 +433,67 @@ async def test_order_redelivery_is_a_duplicate(harness: Harness, db_url: str) ->
     again = await harness.run(order(), "ORM1", raw=first.raw)
     assert again.outcome is Outcome.DUPLICATE and again.replay_ack_code == "AA"
     assert len(await fetch(db_url, "SELECT * FROM orders")) == 1
+
+
+# -- the public sample corpus, parsed for real ------------------------------------------------
+SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "hl7-samples"
+
+
+def corpus(pattern: str) -> list[Path]:
+    if not SAMPLES.is_dir():
+        pytest.skip(f"sample corpus not found at {SAMPLES}")
+    return sorted(SAMPLES.glob(pattern))
+
+
+def real_pipeline(store: Store, channel: str) -> Pipeline:
+    from radsched_engine.stages import parse
+
+    settings = SimpleNamespace(name=channel, tz=UTC)
+    resources = Resources(channel=channel, settings=settings, store=store)
+    steps = [(spec, spec.factory(spec.options(), resources)) for spec in (parse.SPEC, SPEC)]
+    return Pipeline(channel, steps, store.unit_of_work(channel))
+
+
+async def test_every_sample_gets_a_clear_answer_and_a_journal_row(store: Store, db_url: str) -> None:
+    files = [p for p in corpus("*.hl7") if p.name.split("_")[0] in ("siu", "orm", "omi")]
+    assert files
+    answers = {}
+    for path in files:
+        ex = exchange(path.read_bytes(), channel=path.stem)
+        await real_pipeline(store, path.stem).run(ex)
+        assert ex.outcome not in (Outcome.ERROR, Outcome.RETRY), (path.name, ex.problem)
+        if ex.outcome is Outcome.REJECTED:
+            assert ex.problem is not None and 100 <= ex.problem.code <= 206, path.name
+        answers[path.name] = ex.outcome
+    rows = await journal_rows(db_url)
+    assert sorted(r["channel"] for r in rows) == sorted(p.stem for p in files)
+    assert all(r["raw"] == (SAMPLES / f"{r['channel']}.hl7").read_bytes() for r in rows)
+    assert answers["siu_s12_gmed_no_sch_1.hl7"] is Outcome.REJECTED
+    assert answers["siu_s12_rimiti_1.hl7"] is Outcome.ACCEPTED
+    assert answers["orm_o01_mieweb_1.hl7"] is Outcome.ACCEPTED
+
+
+def _with_control_id(raw: bytes, control_id: str) -> bytes:
+    first, _, rest = raw.partition(b"\r")
+    fields = first.split(b"|")
+    fields[9] = control_id.encode()
+    return b"|".join(fields) + b"\r" + rest
+
+
+async def test_clicrdv_lifecycle_from_the_corpus(store: Store, db_url: str) -> None:
+    pipeline = real_pipeline(store, "clicrdv")
+    expected = [("s12", "SCHEDULED"), ("s13", "SCHEDULED"), ("s14", "SCHEDULED"),
+                ("s15", "CANCELLED"), ("s26", "NO_SHOW"), ("s17", "DELETED")]
+    for n, (trigger, status) in enumerate(expected):
+        [path] = corpus(f"siu_{trigger}_rimiti_1.hl7")
+        ex = exchange(_with_control_id(path.read_bytes(), f"CLIC{n}"), channel="clicrdv")
+        await pipeline.run(ex)
+        assert ex.outcome is Outcome.ACCEPTED, (trigger, ex.problem)
+        row = await appointment_row(db_url, "clicrdv|F:49849903800")
+        assert row["status"] == status, trigger
+    # the files themselves reuse one MSH-10 for S12, S13 and S14: the second is refused (205)
+    ex1 = exchange(corpus("siu_s12_rimiti_1.hl7")[0].read_bytes(), channel="raw")
+    ex2 = exchange(corpus("siu_s13_rimiti_1.hl7")[0].read_bytes(), channel="raw")
+    await real_pipeline(store, "raw").run(ex1)
+    await real_pipeline(store, "raw").run(ex2)
+    assert (ex1.outcome, ex2.outcome, ex2.problem.code) == (Outcome.ACCEPTED, Outcome.REJECTED, 205)
