@@ -40,6 +40,9 @@ state's is *ignored as stale*: nothing is written, the message is journaled as a
 a warning (ERR severity W) and answered AA, so the sender's queue moves on and the newer state
 stands. Messages without a usable MSH-7 are applied in arrival order.
 
+A lock wait longer than the store's ``lock_timeout`` (another message holds the same
+appointment, order or message id), or a deadlock, is AR 206: the sender resends later.
+
 Facts for later stages: ``exchange.data["persist_result"]`` (applied, stale, duplicate),
 ``["appointment_id"]`` and ``["appointment"]`` (the stored row as a dict), or ``["order_ids"]``.
 """
@@ -50,9 +53,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+import asyncpg
+
 from .. import pipeline
 from ..domain.model import AppointmentEvent, OrderEvent
-from ..errors import Drop, Location, Problem, Reject
+from ..errors import Drop, Location, Problem, Reject, Retry
 from ..exchange import Exchange, Outcome
 from ..store import appointments, journal, mapping, orders
 
@@ -82,10 +87,14 @@ class PersistStage:
 
     async def __call__(self, exchange: Exchange) -> None:
         event = exchange.data["event"] if "event" in exchange.data else _event_for(exchange, self.tz)
-        if isinstance(event, AppointmentEvent):
-            await self._appointment(exchange, event)
-        elif isinstance(event, OrderEvent):
-            await self._orders(exchange, event)
+        try:
+            if isinstance(event, AppointmentEvent):
+                await self._appointment(exchange, event)
+            elif isinstance(event, OrderEvent):
+                await self._orders(exchange, event)
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as exc:
+            raise Retry(206, f"record locked by another message ({type(exc).__name__})",
+                        user_text="The record is being changed by another message; resend later.")
 
     async def _appointment(self, exchange: Exchange, event: AppointmentEvent) -> None:
         if event.trigger not in mapping.TRIGGER_STATUS:
@@ -137,7 +146,10 @@ class PersistStage:
 
     @staticmethod
     def _settle(exchange: Exchange, result: str, detail: str | None, key: str) -> None:
-        """Turn a non-applied result into the pipeline signal it means."""
+        """Turn a non-applied result into the pipeline signal it means.
+
+        Texts name fields, never identifiers: they reach the channel's log line.
+        """
         exchange.data["persist_result"] = result
         if result == "duplicate":
             exchange.replay_ack_code = detail or "AA"
@@ -147,12 +159,13 @@ class PersistStage:
                          "MSH-10", user_text="This message control id was already used for "
                          "another message.")
         if result == "exists":
-            raise Reject(205, f"appointment {detail or key} already exists", "SCH-2",
+            raise Reject(205, "an active appointment with this id is already booked",
+                         "SCH-2" if key.partition("|")[2].startswith("F:") else "SCH-1",
                          user_text="An appointment with this id is already booked.")
         if result == "unknown":
-            ident = key.partition("|")[2]
-            raise Reject(204, f"no appointment {ident} to change",
-                         "SCH-2" if ident.startswith("F:") else "SCH-1",
+            by_filler = key.partition("|")[2].startswith("F:")
+            raise Reject(204, f"no appointment with this {'filler' if by_filler else 'placer'} "
+                         "id to change", "SCH-2" if by_filler else "SCH-1",
                          user_text="The appointment to change was never booked here.")
 
 

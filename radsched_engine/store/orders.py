@@ -89,14 +89,16 @@ async def apply_orders(conn: asyncpg.Connection, event: OrderEvent, *, channel: 
         if existing is None:
             if action != "new":
                 field = 2 if _number(order.placer_order_number) else 3
-                raise Reject(204, f"no order {_label(order)} to {action}", Location("ORC", seq, field, 1),
+                raise Reject(204, f"no order with this ORC-{field} number to {action}",
+                             Location("ORC", seq, field, 1),
                              user_text="The order to change was never received here.")
             values = _values(None, order, event, action, when)
             row = await conn.fetchrow(_INSERT, channel, sending_application, sending_facility,
                                       *values, _refs(order))
         else:
             if action == "new" and not _same_order(existing, order, event):
-                raise Reject(205, f"order {_label(order)} already exists with other content",
+                raise Reject(205, "an order with this number exists for another patient or "
+                             "procedure",
                              Location("ORC", seq, 2, 1),
                              user_text="An order with this number already exists.")
             stored = existing["last_event_time"]
@@ -108,10 +110,6 @@ async def apply_orders(conn: asyncpg.Connection, event: OrderEvent, *, channel: 
         known[row["id"]] = dict(row.items())
         results.append(OrderOutcome(row["id"], None, loc))
     return results
-
-
-def _label(order: Order) -> str:
-    return _number(order.placer_order_number) or _number(order.filler_order_number) or "?"
 
 
 def _refs(order: Order) -> list[str]:
@@ -135,7 +133,7 @@ def _match(known: dict[int, dict[str, Any]], order: Order, seq: int) -> dict[str
         for column, sent, field in (("placer_order_number", placer, 2),
                                     ("filler_order_number", filler, 3)):
             if sent and found[column] not in (None, sent):
-                raise Reject(205, f"order {_label(order)} is stored with another ORC-{field}",
+                raise Reject(205, f"this order is stored with another ORC-{field} number",
                              Location("ORC", seq, field, 1))
     return found
 
