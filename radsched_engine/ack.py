@@ -40,17 +40,22 @@ def wants_reply(header: MshHeader | None, success: bool, mode: str = "auto") -> 
     """(send a reply?, enhanced?) from MSH-15/MSH-16 (table 0155: AL, NE, ER, SU).
 
     Original mode (both empty, or ``mode: original``) always replies with AA/AE/AR. In enhanced
-    mode MSH-15 governs the commit ACK sent on this connection; with MSH-15 empty, MSH-16 governs
-    the application ACK, which is then sent on this connection too.
+    mode the reply on this connection is the commit ACK (CA/CE/CR) when MSH-15 asks for one;
+    otherwise it is the application ACK (AA/AE/AR) when MSH-16 asks for one, an empty MSH-16
+    counting as AL. Only a sender that declines both (e.g. NE/NE) gets no reply.
     """
     if header is None or mode == "original":
         return True, False
-    accept, application = header.accept_ack_type, header.application_ack_type
+    accept, application = header.accept_ack_type.upper(), header.application_ack_type.upper()
     if not accept and not application:
         return True, False
-    rule, enhanced = (accept, True) if accept else (application, False)
-    send = {"NE": False, "ER": not success, "SU": success}.get(rule.upper(), True)
-    return send, enhanced
+    if accept and _asked(accept, success):
+        return True, True
+    return _asked(application or "AL", success), False
+
+
+def _asked(rule: str, success: bool) -> bool:
+    return {"NE": False, "ER": not success, "SU": success}.get(rule, True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,9 +193,9 @@ class Channel:
         mtype = ex.message_type or (f"{header.message_code}^{header.trigger}" if header else "")
         if ex.problem is None:
             log.info("message", channel=self.name, control_id=control_id, type=mtype,
-                     ack=ex.ack_code, outcome=outcome, ms=ms, peer=ex.peer)
+                     ack=ex.ack_code or "none", outcome=outcome, ms=ms, peer=ex.peer)
         else:
             p = ex.problem
             log.warning("message", channel=self.name, control_id=control_id, type=mtype,
-                        ack=ex.ack_code, outcome=outcome, ms=ms, peer=ex.peer, code=p.code,
+                        ack=ex.ack_code or "none", outcome=outcome, ms=ms, peer=ex.peer, code=p.code,
                         location=str(p.location) if p.location else None, error=p.text)

@@ -114,10 +114,14 @@ def test_escape_text_escapes_every_delimiter():
     ("", "", True, True, False),
     ("", "", False, True, False),
     ("AL", "", True, True, True),
-    ("NE", "", True, False, True),
-    ("ER", "", True, False, True),
+    ("NE", "", True, True, False),       # no commit ACK; MSH-16 empty = AL: the application ACK
+    ("NE", "NE", True, False, False),
+    ("ER", "", True, True, False),
+    ("ER", "NE", True, False, False),
     ("ER", "", False, True, True),
-    ("SU", "", False, False, True),
+    ("SU", "", False, True, False),
+    ("SU", "ER", False, True, False),
+    ("SU", "SU", False, False, False),
     ("", "AL", False, True, False),
     ("", "NE", True, False, False),
 ])
