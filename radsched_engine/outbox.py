@@ -1,0 +1,355 @@
+"""Durable side effects after commit: claim due rows, hand each to its kind's handler, back off, never twice.
+
+Rows are written by stages inside the message's transaction (``store.outbox.enqueue``). One
+worker per engine (several engines may share a database) claims due rows of the kinds it has
+handlers for with ``FOR UPDATE SKIP LOCKED``, marks them ``sending`` with a lease
+(``locked_until``) and commits *before* calling the handler; then it records the result:
+
+- ``done`` → ``sent``; ``skipped`` → ``skipped``; ``dead`` → ``dead`` (``last_error``);
+- ``retry`` → ``retry`` at now + backoff (``retry_after`` when the handler gives one, else
+  exponential with jitter), or ``dead`` once ``attempts`` reaches the handler's ``max_attempts``;
+- ``held`` (policy, e.g. quiet hours) → ``pending`` at now + ``retry_after``, not an attempt.
+
+Never twice: a row found ``sending`` with an expired lease (the engine died, or was stopped,
+mid-delivery) goes to ``handler.reconcile`` first, which decides from the outside world whether
+the effect already happened (None = it did not, deliver again). A delivery that may have
+happened without us knowing (timeout, lost connection: ``Delivery.in_doubt``) is stored the
+same way, as ``sending`` with a lease that ends when it is due again, so it is reconciled too.
+Every result is written only if our lease still holds (``locked_until`` is the fencing token).
+
+Order: rows of one kind with the same ``payload["order_key"]`` are delivered one at a time in
+id order (a later text to a patient never overtakes an earlier one still waiting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from . import metrics
+
+log = structlog.get_logger("radsched.outbox")
+
+DeliveryStatus = Literal["done", "retry", "dead", "skipped", "held"]
+OPEN_STATUSES = ("pending", "retry", "sending")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One claimed outbox row as a handler sees it (``attempts`` counts this attempt)."""
+
+    id: int
+    kind: str
+    dedupe_key: str
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime
+    appointment_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A handler's verdict on one row.
+
+    ``result`` is stored as the row's ``result`` (keep it JSON-serialisable); ``error`` (stored
+    as ``last_error`` and logged) must never carry patient data. ``in_doubt``: the effect may
+    have happened although we could not tell (reconcile before trying again). ``label`` is the
+    bounded ``radsched_outbox_results`` label (default: sent, retry, dead, skipped, held).
+    """
+
+    status: DeliveryStatus
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    retry_after: float | None = None
+    in_doubt: bool = False
+    label: str | None = None
+
+
+class OutboxHandler(Protocol):
+    """Delivers the rows of one kind; registered with the worker, built by ``services.py``."""
+
+    kind: str                 # e.g. "sms", "ai_analysis"
+    concurrency: int          # most deliveries of this kind in flight at once
+    max_attempts: int         # after this many transient failures the row is dead-lettered
+
+    async def deliver(self, row: OutboxRow) -> Delivery: ...
+
+    async def reconcile(self, row: OutboxRow) -> Delivery | None:
+        """The row was found ``sending`` with an expired lease, or its last attempt was in doubt:
+        decide without blindly redoing the effect. None = "not done, deliver again"."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How the worker polls, leases and backs off."""
+
+    poll_interval: float = field(default=0.5, metadata={
+        "doc": "Seconds between looks for due rows when idle."})
+    lease: float = field(default=120.0, metadata={
+        "doc": "Seconds a claimed row stays ours; a delivery still running then is cut off (in doubt)."})
+    backoff_base: float = field(default=5.0, metadata={
+        "doc": "First retry delay in seconds; doubled per attempt, with jitter."})
+    backoff_max: float = field(default=3600.0, metadata={"doc": "Longest retry delay in seconds."})
+    batch: int = field(default=50, metadata={"doc": "Most rows of one kind claimed per look."})
+    stop_grace: float = field(default=10.0, metadata={
+        "doc": "Seconds deliveries in flight may take to finish when the engine stops."})
+    gauge_interval: float = field(default=5.0, metadata={
+        "doc": "Seconds between refreshes of the depth and oldest-age gauges."})
+
+
+_CLAIM = f"""
+WITH due AS (
+    SELECT o.id, o.status FROM outbox o
+    WHERE o.kind = $1 AND o.status IN {OPEN_STATUSES!r} AND o.next_attempt_at <= $2
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox p
+          WHERE o.order_key IS NOT NULL AND p.order_key = o.order_key AND p.kind = o.kind
+            AND p.id < o.id AND p.status IN {OPEN_STATUSES!r})
+    ORDER BY o.next_attempt_at, o.id
+    LIMIT $3
+    FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE outbox t SET status = 'sending', attempts = t.attempts + 1, locked_until = $4,
+                    next_attempt_at = $4, updated_at = now()
+FROM due WHERE t.id = due.id
+RETURNING t.id, t.kind, t.dedupe_key, t.payload, t.attempts, t.created_at, t.appointment_id,
+          due.status AS previous
+"""
+
+_RECORD = """
+UPDATE outbox SET status = $3, attempts = attempts + $4, next_attempt_at = $5, locked_until = $6,
+                  last_error = $7, result = $8::jsonb, updated_at = now()
+WHERE id = $1 AND status = 'sending' AND locked_until = $2
+"""
+
+_GAUGES = f"""
+SELECT kind, count(*) AS depth, min(created_at) AS oldest FROM outbox
+WHERE status IN {OPEN_STATUSES!r} GROUP BY kind
+"""
+
+
+def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float:
+    """Delay before retry number ``attempts`` (1-based): ``base * 2**(n-1)`` capped, half of it jittered."""
+    delay = min(cap, base * 2 ** max(0, attempts - 1))
+    return delay / 2 + rng.uniform(0, delay / 2)
+
+
+class OutboxWorker:
+    """Claims and dispatches outbox rows on its own connections; ``start()``/``stop()`` for the app.
+
+    Tests drive it deterministically with ``run_once()``/``drain()`` and a ``clock`` they control
+    (every due/lease comparison uses ``clock()``, not the database's ``now()``).
+    """
+
+    def __init__(self, store: Any, handlers: list[OutboxHandler], options: WorkerOptions | None = None,
+                 *, clock: Callable[[], datetime] | None = None, rng: random.Random | None = None,
+                 owns_store: bool = False) -> None:
+        self.store = store
+        self.handlers: dict[str, OutboxHandler] = {}
+        for handler in handlers:
+            if handler.kind in self.handlers:
+                raise ValueError(f"two outbox handlers for kind {handler.kind!r}")
+            self.handlers[handler.kind] = handler
+        self.options = options or WorkerOptions()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.rng = rng or random.Random()
+        self.owns_store = owns_store
+        self._in_flight: dict[str, int] = dict.fromkeys(self.handlers, 0)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._gauges_at = 0.0
+
+    def add_handler(self, handler: OutboxHandler) -> None:
+        """Register one more handler (before ``start()``)."""
+        if handler.kind in self.handlers:
+            raise ValueError(f"two outbox handlers for kind {handler.kind!r}")
+        self.handlers[handler.kind] = handler
+        self._in_flight[handler.kind] = 0
+
+    def wake(self) -> None:
+        """Look for due rows now rather than at the next poll."""
+        self._wake.set()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._loop_task = asyncio.get_running_loop().create_task(self._main_loop(), name="outbox")
+        log.info("outbox_started", kinds=sorted(self.handlers))
+
+    async def stop(self) -> None:
+        """Stop claiming; let deliveries in flight finish within ``stop_grace`` (the rest are
+        cancelled, their rows stay ``sending`` and are reconciled after the lease), close handlers."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.options.stop_grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                log.warning("outbox_stopped_in_flight", deliveries=len(pending))
+        for handler in self.handlers.values():
+            try:
+                await handler.close()
+            except Exception as exc:
+                log.warning("outbox_handler_close_failed", kind=handler.kind, error=type(exc).__name__)
+        if self.owns_store:
+            await self.store.close()
+        log.info("outbox_stopped")
+
+    async def _main_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.poll()
+                if time.monotonic() - self._gauges_at >= self.options.gauge_interval:
+                    await self.refresh_gauges()
+            except Exception as exc:     # database down: keep trying at the poll interval
+                log.warning("outbox_poll_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            if self._stopping:
+                break
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.options.poll_interval)
+            except TimeoutError:
+                pass
+
+    # -- claiming and dispatching ---------------------------------------------------------
+
+    async def poll(self) -> int:
+        """Claim what is due for every kind with free slots and start delivering; returns rows claimed."""
+        claimed = 0
+        for kind, handler in self.handlers.items():
+            free = min(self.options.batch, max(0, handler.concurrency - self._in_flight[kind]))
+            if free == 0 or self._stopping:
+                continue
+            lease = float(getattr(handler, "lease", None) or self.options.lease)
+            now = self.clock()
+            until = now + timedelta(seconds=lease)
+            async with self.store.connection() as conn:
+                records = await conn.fetch(_CLAIM, kind, now, free, until)
+            for record in records:
+                row = OutboxRow(record["id"], record["kind"], record["dedupe_key"], record["payload"],
+                                record["attempts"], record["created_at"], record["appointment_id"])
+                self._in_flight[kind] += 1
+                task = asyncio.get_running_loop().create_task(
+                    self._deliver(handler, row, record["previous"] == "sending", until, lease))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            claimed += len(records)
+        return claimed
+
+    async def run_once(self) -> int:
+        """One poll, then wait for the deliveries it started; returns rows handled."""
+        claimed = await self.poll()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        return claimed
+
+    async def drain(self, max_rounds: int = 1000) -> int:
+        """``run_once`` until nothing is due (per ``clock()``); returns rows handled; refreshes gauges."""
+        total = 0
+        for _ in range(max_rounds):
+            handled = await self.run_once()
+            total += handled
+            if handled == 0:
+                break
+        await self.refresh_gauges()
+        return total
+
+    async def _deliver(self, handler: OutboxHandler, row: OutboxRow, reclaimed: bool,
+                       until: datetime, lease: float) -> None:
+        started = time.perf_counter()
+        try:
+            try:
+                async with asyncio.timeout(lease * 0.9):
+                    delivery = await handler.reconcile(row) if reclaimed else None
+                    if delivery is None:
+                        delivery = await handler.deliver(row)
+            except TimeoutError:
+                delivery = Delivery("retry", error=f"delivery still running after {lease * 0.9:g} s",
+                                    in_doubt=True)
+            except Exception as exc:
+                log.exception("outbox_handler_failed", kind=row.kind, row=row.id,
+                              error=type(exc).__name__)
+                delivery = Delivery("retry", error=f"handler error: {type(exc).__name__}", in_doubt=True)
+            metrics.OUTBOX_SEND_SECONDS.labels(row.kind).observe(time.perf_counter() - started)
+            await self._record(handler, row, delivery, until)
+        except Exception as exc:    # recording failed: the lease expires and reconcile decides
+            log.warning("outbox_record_failed", kind=row.kind, row=row.id, error=type(exc).__name__)
+        finally:
+            self._in_flight[row.kind] -= 1
+            self._wake.set()
+
+    async def _record(self, handler: OutboxHandler, row: OutboxRow, delivery: Delivery,
+                      until: datetime) -> None:
+        now = self.clock()
+        status, label, attempts_delta = delivery.status, delivery.label, 0
+        next_at, locked = now, None
+        result: dict[str, Any] | None = dict(delivery.result)
+        if status == "retry" and row.attempts >= handler.max_attempts:
+            status, label = "dead", "dead"
+            delivery_error = f"gave up after {row.attempts} attempts: {delivery.error or 'retry'}"
+        else:
+            delivery_error = delivery.error
+        if delivery.in_doubt:
+            result = {**(result or {}), "in_doubt": True}
+        if status == "retry":
+            delay = delivery.retry_after
+            if delay is None:
+                delay = backoff(row.attempts, self.options.backoff_base, self.options.backoff_max,
+                                self.rng)
+            next_at = now + timedelta(seconds=max(0.0, delay))
+            if delivery.in_doubt:     # claimable again at next_at, through reconcile
+                locked = next_at
+        elif status == "held":
+            next_at = now + timedelta(seconds=max(0.0, delivery.retry_after or 0.0))
+            attempts_delta = -1
+        db_status = {"done": "sent", "retry": "sending" if locked else "retry", "held": "pending"}.get(
+            status, status)
+        async with self.store.connection() as conn:
+            outcome = await conn.execute(_RECORD, row.id, until, db_status, attempts_delta, next_at,
+                                         locked, delivery_error if status != "done" else None,
+                                         result or None)
+        if not outcome.endswith(" 1"):
+            log.warning("outbox_lease_lost", kind=row.kind, row=row.id)
+            return
+        label = label or {"done": "sent"}.get(status, status)
+        metrics.OUTBOX_RESULTS.labels(row.kind, label).inc()
+        log_fn = log.warning if status == "dead" else log.info
+        log_fn("outbox_delivery", kind=row.kind, row=row.id, result=label, attempt=row.attempts,
+               error=delivery_error if status != "done" else None)
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    async def refresh_gauges(self) -> None:
+        """Set the depth and oldest-pending-age gauges for every kind (handled here or seen)."""
+        self._gauges_at = time.monotonic()
+        async with self.store.connection() as conn:
+            rows = await conn.fetch(_GAUGES)
+        now = self.clock()
+        seen = {r["kind"]: r for r in rows}
+        for kind in set(self.handlers) | set(seen):
+            r = seen.get(kind)
+            metrics.OUTBOX_DEPTH.labels(kind).set(r["depth"] if r else 0)
+            age = max(0.0, (now - r["oldest"]).total_seconds()) if r else 0.0
+            metrics.OUTBOX_OLDEST_SECONDS.labels(kind).set(age)
+
+
+__all__ = ["Delivery", "DeliveryStatus", "OutboxHandler", "OutboxRow", "OutboxWorker", "WorkerOptions",
+           "backoff"]
