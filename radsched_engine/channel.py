@@ -13,9 +13,11 @@ from .ack import AckBuilder, AckIdentity, ack_code_for, wants_reply
 from .errors import Problem
 from .exchange import Exchange, Outcome
 from .hl7.msh import MshHeader, find_msh, sniff_msh
+from .logs import MessageLog
 from .pipeline import Pipeline
 
 log = structlog.get_logger("radsched.channel")
+message_log = MessageLog("radsched.channel")
 
 _BATCH_HEADERS = (b"FHS", b"BHS")
 _BATCH_TRAILERS = (b"FHS", b"BHS", b"BTS", b"FTS")
@@ -73,6 +75,8 @@ class Channel:
         self.acks = AckBuilder(identity)
         self.ack_mode = ack_mode
         self.multi_message = multi_message
+        # Without a database the pipeline never waits on I/O: the listener may run it inline.
+        self.inline = pipeline.unit_of_work is None
         self._counters: dict[tuple[str, str], object] = {}
         self._latency = metrics.ACK_SECONDS.labels(name)
 
@@ -192,10 +196,10 @@ class Channel:
         control_id = ex.control_id or (header.control_id if header else "")
         mtype = ex.message_type or (f"{header.message_code}^{header.trigger}" if header else "")
         if ex.problem is None:
-            log.info("message", channel=self.name, control_id=control_id, type=mtype,
+            message_log.info("message", channel=self.name, control_id=control_id, type=mtype,
                      ack=ex.ack_code or "none", outcome=outcome, ms=ms, peer=ex.peer)
         else:
             p = ex.problem
-            log.warning("message", channel=self.name, control_id=control_id, type=mtype,
+            message_log.warning("message", channel=self.name, control_id=control_id, type=mtype,
                         ack=ex.ack_code or "none", outcome=outcome, ms=ms, peer=ex.peer, code=p.code,
                         location=str(p.location) if p.location else None, error=p.text)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -117,12 +119,73 @@ class _Factory:
         return self.logger
 
 
+class MessageLog:
+    """The one-line-per-message log, rendered without structlog's generic chain (the ACK hot path).
+
+    Same shape as every other JSON line (``event``, ``level``, ``timestamp`` plus fields), same
+    redaction, same destination; with the console format it simply goes through structlog.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._fallback = structlog.get_logger(name)
+
+    def info(self, event: str, **fields: Any) -> None:
+        if _STATE.fast and _STATE.info_enabled:
+            self._emit("info", event, fields)
+        else:
+            self._fallback.info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        if _STATE.fast:
+            self._emit("warning", event, fields)
+        else:
+            self._fallback.warning(event, **fields)
+
+    @staticmethod
+    def _emit(level: str, event: str, fields: dict[str, Any]) -> None:
+        redact_phi(None, level, fields)
+        fields["event"] = event
+        fields["level"] = level
+        fields["timestamp"] = _iso_now()
+        line = _dumps(fields)
+        if level == "info":
+            _STATE.logger.msg(line)
+        else:
+            _STATE.logger.urgent(line)
+
+
+class _State:
+    fast = False
+    info_enabled = True
+    logger: BufferedLogger
+
+
+_STATE = _State()
+_dumps = json.JSONEncoder(ensure_ascii=True, separators=(", ", ": ")).encode
+_iso_cache: list[Any] = [0.0, ""]
+
+
+def _iso_now() -> str:
+    """ISO-8601 UTC with microseconds, as structlog's TimeStamper writes it."""
+    now = time.time()
+    second = int(now)
+    if _iso_cache[0] != second:
+        _iso_cache[0] = second
+        _iso_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_iso_cache[1]}.{int((now - second) * 1_000_000):06d}Z"
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
     """Configure structlog once: ``json`` (default off a terminal) or ``console`` (a terminal)."""
     stream = stream or sys.stdout
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     renderer: Any
+    factory = _Factory(stream)
+    _STATE.fast = fmt == "json"
+    _STATE.info_enabled = getattr(logging, level.upper()) <= logging.INFO
+    _STATE.logger = factory.logger
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
@@ -138,7 +201,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=_Factory(stream),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     # Libraries that log through stdlib logging (asyncpg, aiohttp, twilio) go through the same

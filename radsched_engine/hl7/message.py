@@ -207,6 +207,22 @@ class Message:
         """Every segment with this id, in order."""
         return [self._segment_at(i) for i in self._index.get(seg_id, ())]
 
+    def split_fields(self, seg_id: str) -> list[list[str]]:
+        """Raw (escaped) fields of every ``seg_id`` segment (not MSH): ``[i][n]`` is field n."""
+        pos = self._index.get(seg_id)
+        if not pos:
+            return []
+        fs = self.delimiters.field
+        segs, texts = self._segs, self._texts
+        out = []
+        for i in pos:
+            seg = segs[i]
+            if seg is not None and seg._fields is not None:
+                out.append(seg._fields)
+            else:
+                out.append(texts[i].split(fs))
+        return out
+
     def values(self, seg_id: str, n: int, component: int | None = None,
                repetition: int | None = None) -> list[str]:
         """Raw (escaped) field ``n`` — or one repetition/component of it — of every ``seg_id`` segment.

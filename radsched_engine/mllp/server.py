@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
+import types
 from collections import deque
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,7 +20,14 @@ log = structlog.get_logger("radsched.mllp")
 
 
 class FrameHandler(Protocol):
-    """What a listener serves: the channel. It returns the reply payload (or None for none)."""
+    """What a listener serves: the channel. It returns the reply payload (or None for none).
+
+    ``inline`` says that ``handle`` normally completes without waiting on I/O (no database):
+    the listener then runs it straight from ``data_received`` instead of in a task, and only
+    hands it to a task if it does suspend.
+    """
+
+    inline: bool
 
     async def handle(self, frame: bytes, peer: str) -> bytes | None: ...
 
@@ -109,6 +118,7 @@ class Connection(asyncio.Protocol):
         self.closing = False
         self.draining = False
         self.reading_paused = False
+        self.inline = getattr(server.handler, "inline", False)
         channel = server.name
         self._bytes = metrics.BYTES_IN.labels(channel)
         self._junk = metrics.JUNK_BYTES.labels(channel)
@@ -196,7 +206,10 @@ class Connection(asyncio.Protocol):
             self.frame_started = None
         if self.queue:
             if self.worker is None or self.worker.done():
-                self.worker = self.loop.create_task(self._serve())
+                if self.inline and self.can_write.is_set():
+                    self._serve_inline()
+                if self.queue and (self.worker is None or self.worker.done()):
+                    self.worker = self.loop.create_task(self._serve())
             if len(self.queue) > self.limits.max_queued_frames and not self.reading_paused:
                 self.reading_paused = True
                 self.transport.pause_reading()  # type: ignore[union-attr]
@@ -230,6 +243,31 @@ class Connection(asyncio.Protocol):
             self.close()
 
     # -- serving -----------------------------------------------------------------------------
+    def _serve_inline(self) -> None:
+        """Answer queued frames synchronously while ``handle`` completes without suspending."""
+        handler = self.server.handler
+        queue = self.queue
+        while queue and not self.closing and self.can_write.is_set():
+            coro = handler.handle(queue.popleft(), self.peer)
+            try:
+                awaited = coro.send(None)
+            except StopIteration as done:
+                self._write_reply(done.value)
+                continue
+            self.worker = self.loop.create_task(self._finish(coro, awaited))
+            return
+
+    async def _finish(self, coro: Coroutine, awaited: object) -> None:
+        """Continue a handler that suspended while run inline, then serve the rest in this task."""
+        reply = await _resume(coro, awaited)
+        self._write_reply(reply)
+        await self._serve()
+
+    def _write_reply(self, reply: bytes | None) -> None:
+        self.last_activity = self.loop.time()
+        if reply is not None and not self.closing:
+            self.transport.write(encode(reply))  # type: ignore[union-attr]
+
     async def _serve(self) -> None:
         handler = self.server.handler
         queue = self.queue
@@ -285,3 +323,21 @@ class Connection(asyncio.Protocol):
         if self.frame_started is not None:
             deadlines.append(self.frame_started + limits.frame_timeout)
         self._arm(max(min(deadlines), now + 0.05))
+
+
+@types.coroutine
+def _resume(coro: Coroutine, awaited: object) -> Generator[object, object, object]:
+    """Drive ``coro`` on from the awaitable it yielded when it was started outside a task."""
+    while True:
+        try:
+            value = yield awaited
+        except BaseException as exc:         # cancellation and errors go into the coroutine
+            try:
+                awaited = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                awaited = coro.send(value)
+            except StopIteration as done:
+                return done.value

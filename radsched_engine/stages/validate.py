@@ -123,6 +123,94 @@ def _name(p: Path) -> str:
     return str(_location(p, 1))
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The required-field and timestamp checks of one message type, grouped by segment.
+
+    ``passes`` answers only "is everything fine?" with one field split per segment; any doubt
+    sends the message through the precise checks, which name the error and its location.
+    """
+
+    segments: tuple[str, ...]                                    # must be present
+    checks: tuple[tuple[str, tuple[tuple[int, int, int, int], ...], int], ...]
+    # per segment id: ((field, component or 0, kind, group), ...), number of groups
+    # kind 0: required in every occurrence; 1: one of a group; 2: timestamp when present
+
+    @classmethod
+    def compile(cls, rules: tuple[_Rule, ...], timestamps: tuple[tuple[str, tuple[Path, ...]], ...],
+                code: str) -> _Plan | None:
+        segments: list[str] = []
+        per_seg: dict[str, list[tuple[int, int, int, int]]] = {}
+        groups: dict[str, int] = {}
+        for rule in rules:
+            alts = rule.alternatives
+            if all(isinstance(a, str) for a in alts):
+                if len(alts) != 1:
+                    return None
+                segments.append(alts[0])                           # type: ignore[arg-type]
+                continue
+            paths = [a for a in alts if not isinstance(a, str)]
+            if len(paths) != len(alts) or len({p.segment for p in paths}) != 1:
+                return None
+            for p in paths:
+                if p.depth == 3 or p.explicit_rep or p.occurrence != 1 or p.segment == "MSH":
+                    return None
+            seg = paths[0].segment
+            segments.append(seg)
+            if len(paths) == 1:
+                p = paths[0]
+                per_seg.setdefault(seg, []).append((p.field, p.component if p.depth == 2 else 0, 0, 0))
+            else:
+                gid = groups[seg] = groups.get(seg, 0) + 1
+                for p in paths:
+                    per_seg.setdefault(seg, []).append(
+                        (p.field, p.component if p.depth == 2 else 0, 1, gid))
+        for seg, paths in timestamps:
+            for p in paths:
+                if p.depth == 3 or p.repetition != 1 or p.occurrence != 1 or seg == "MSH":
+                    return None
+                per_seg.setdefault(seg, []).append((p.field, p.component, 2, 0))
+        checks = tuple((seg, tuple(items), groups.get(seg, 0)) for seg, items in per_seg.items())
+        return cls(tuple(dict.fromkeys(segments)), checks)
+
+    def passes(self, message: Message) -> bool:
+        for seg in self.segments:
+            if not message.has(seg):
+                return False
+        d = message.delimiters
+        rep, comp, sub = d.repetition, d.component, d.subcomponent
+        blanks = " " + comp + rep + sub
+        seen: set[str] = set()
+        for seg, items, n_groups in self.checks:
+            for fields in message.split_fields(seg):
+                satisfied = 0
+                for n, c, kind, gid in items:
+                    value = fields[n] if n < len(fields) else ""
+                    if value and (c or kind == 2):
+                        if rep and rep in value:
+                            value = value.split(rep, 1)[0]
+                        if comp in value:
+                            parts = value.split(comp)
+                            value = parts[(c or 1) - 1] if (c or 1) <= len(parts) else ""
+                        elif (c or 1) != 1:
+                            value = ""
+                    if kind == 2:
+                        if value and value not in seen:
+                            if sub and sub in value:
+                                return False           # let the precise check pick the part
+                            if not is_timestamp(value):
+                                return False
+                            seen.add(value)
+                    elif _has_data(value, blanks):
+                        if kind == 1:
+                            satisfied |= 1 << gid
+                    elif kind == 0:
+                        return False
+                if n_groups and satisfied != (1 << (n_groups + 1)) - 2:
+                    return False
+        return True
+
+
 class ValidateStage:
     """Refuses messages this channel does not take (AR 200-203) or that lack what it needs (AE)."""
 
@@ -143,15 +231,30 @@ class ValidateStage:
             by_segment.setdefault(path.segment, []).append(path)
         self._timestamps = tuple((seg_id, tuple(paths)) for seg_id, paths in by_segment.items())
         self._rules_cache: dict[str, tuple[_Rule, ...]] = {}
+        self._plans: dict[str, _Plan | None] = {}
 
     async def __call__(self, exchange: Exchange) -> None:
         message = exchange.message
         if message is None:
             raise Reject(100, "validate needs the parse stage before it", "MSH")
         self._check_header(message, exchange)
+        plan = self._plans.get(message.type_trigger)
+        if plan is None:
+            plan = self._plan(message)
+        if plan is not None and plan.passes(message):
+            return                     # the common case: one split per segment, nothing missing
+        # Something is missing or malformed (or the rules are unusual): the precise checks say
+        # which, with the ERR location.
         for rule in self._rules(message.message_code, message.type_trigger):
             self._check_rule(message, rule)
         self._check_timestamps(message)
+
+    def _plan(self, message: Message) -> _Plan | None:
+        plan = _Plan.compile(self._rules(message.message_code, message.type_trigger),
+                             self._timestamps, message.message_code)
+        if len(self._plans) < 256:
+            self._plans[message.type_trigger] = plan
+        return plan
 
     def _check_header(self, message: Message, exchange: Exchange) -> None:
         code, trigger = message.message_code, message.trigger
