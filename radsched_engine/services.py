@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import structlog
+
+log = structlog.get_logger("radsched.services")
+
+
+def _number(env: dict[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number")
+    return value
 
 
 async def build_services(config: Any, store: Any, env: dict[str, str]) -> tuple[dict[str, Any], list[Any]]:
@@ -10,7 +25,69 @@ async def build_services(config: Any, store: Any, env: dict[str, str]) -> tuple[
 
     Clients are created only here, never by stages. Each integration adds itself when its
     configuration (environment) is present and a store exists to hold its outbox.
+
+    Environment: ``TWILIO_*`` (see ``SmsSettings.from_env``; without credentials texts are
+    recorded as dry runs), ``RADSCHED_SMS_STATUS_CALLBACK_URL`` (public URL of the status
+    callback route on the HTTP port; unset = no callbacks), ``RADSCHED_SMS_CONCURRENCY`` (4),
+    ``RADSCHED_SMS_MAX_ATTEMPTS`` (10), ``RADSCHED_OUTBOX_POLL_SECONDS`` (0.5),
+    ``RADSCHED_OUTBOX_LEASE_SECONDS`` (120).
     """
     services: dict[str, Any] = {}
     background: list[Any] = []
+    if store is None:
+        return services, background
+    from .outbox import OutboxWorker, WorkerOptions
+
+    outbox_store, owns = await _worker_store(config, store)
+    handlers: list[Any] = []
+    try:
+        handlers.append(await _sms(env, outbox_store, background))
+        # Other outbox handlers (e.g. the conflict check's AI review) are appended here.
+    except BaseException:
+        if owns:
+            await outbox_store.close()
+        raise
+    options = WorkerOptions(poll_interval=_number(env, "RADSCHED_OUTBOX_POLL_SECONDS", 0.5),
+                            lease=_number(env, "RADSCHED_OUTBOX_LEASE_SECONDS", 120.0))
+    worker = OutboxWorker(outbox_store, handlers, options, owns_store=owns)
+    services["outbox"] = worker
+    background.insert(0, worker)          # started first, stopped last
     return services, background
+
+
+async def _worker_store(config: Any, store: Any) -> tuple[Any, bool]:
+    """A small pool of the outbox worker's own, so deliveries never queue behind ACK traffic
+    (falls back to the engine's pool when the database URL cannot be known)."""
+    from .store import Store
+    from .store.embedded import database_url
+
+    db = getattr(config, "database", None)
+    try:
+        url = getattr(db, "url", None) or await asyncio.to_thread(database_url, config.data_dir)
+        worker_store = await Store.open(
+            url, pool_min=1, pool_max=3, connect_timeout=getattr(db, "connect_timeout", 5.0),
+            command_timeout=getattr(db, "command_timeout", 10.0), application_name="radsched-outbox")
+    except Exception as exc:
+        log.warning("outbox_pool_shared", error=type(exc).__name__)
+        return store, False
+    return worker_store, True
+
+
+async def _sms(env: dict[str, str], store: Any, background: list[Any]) -> Any:
+    """The ``sms`` outbox handler (dry run without Twilio credentials) and its status callback."""
+    from .integrations.sms import SmsSender, SmsSettings
+    from .notify.callback import StatusCallback
+    from .notify.sms_handler import SmsHandler
+
+    settings = SmsSettings.from_env(env)
+    sender = SmsSender(settings)
+    callback_url = env.get("RADSCHED_SMS_STATUS_CALLBACK_URL", "").strip() or None
+    handler = SmsHandler(sender, store,
+                         concurrency=int(_number(env, "RADSCHED_SMS_CONCURRENCY", 4)),
+                         max_attempts=int(_number(env, "RADSCHED_SMS_MAX_ATTEMPTS", 10)),
+                         status_callback=callback_url if not sender.dry_run else None)
+    if callback_url and not sender.dry_run:
+        background.append(StatusCallback(sender, store, callback_url, opt_out=handler.opt_out))
+    if sender.dry_run:
+        log.info("sms_dry_run_mode", missing=list(settings.missing()))
+    return handler

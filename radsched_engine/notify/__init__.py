@@ -1,0 +1,1 @@
+"""Patient SMS: templates, quiet hours, the sms outbox handler, Twilio status callbacks, outbox CLI."""

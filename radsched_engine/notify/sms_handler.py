@@ -1,0 +1,121 @@
+"""The outbox handler of kind ``sms``: send one queued patient text through Twilio, at most once.
+
+Per row (payload written by the notify stage: ``to``, ``skip``, ``body``, ``quiet``):
+
+- no usable number → ``skipped`` (``skipped_no_phone``); number opted out → ``skipped``
+  (``opted_out``); inside quiet hours → ``held`` until the window ends (not an attempt);
+- no Twilio credentials → ``skipped`` (``skipped_dry_run``): nothing sent, the text stays in the
+  row, the log line carries only its length;
+- sent → ``done`` with the SID; 429, 5xx, timeouts and connection trouble → ``retry`` (backoff in
+  the worker), marked in doubt when Twilio may have accepted it; 21211/21614/other permanent
+  refusals → ``dead`` with the reason; 21610 (the patient replied STOP) → the number is added to
+  ``sms_opt_outs`` and the row is ``skipped`` (``opted_out``).
+
+Never twice: before anything is re-sent after a crash (row found ``sending`` with an expired
+lease) or after an in-doubt attempt, ``reconcile`` asks Twilio (``SmsSender.find_sent``: same
+number, same body, created since the row was queued). Found → ``done`` without sending; Twilio
+cannot be asked → still in doubt, try again later; not found → send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from ..integrations.sms import SendResult, SmsLookupFailed, SmsSender
+from ..outbox import Delivery, OutboxRow
+from .quiet import held_until
+
+log = structlog.get_logger("radsched.notify")
+
+_OPTED_OUT = "SELECT EXISTS (SELECT 1 FROM sms_opt_outs WHERE phone = $1)"
+_OPT_OUT = """
+INSERT INTO sms_opt_outs (phone, source) VALUES ($1, $2) ON CONFLICT (phone) DO NOTHING
+"""
+
+
+def masked(number: str | None) -> str:
+    """A number as logs may show it: country code and length only."""
+    if not number:
+        return ""
+    return f"{number[:2]}…({len(number) - 1} digits)"
+
+
+class SmsHandler:
+    """``OutboxHandler`` for ``sms`` rows; ``store`` holds the opt-out list (the worker's store)."""
+
+    kind = "sms"
+
+    def __init__(self, sender: SmsSender, store: Any, *, concurrency: int = 4, max_attempts: int = 10,
+                 status_callback: str | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.sender = sender
+        self.store = store
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.status_callback = status_callback or None
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    async def deliver(self, row: OutboxRow) -> Delivery:
+        payload = row.payload
+        to, body = payload.get("to"), payload.get("body") or ""
+        if not to:
+            return Delivery("skipped", {"reason": "no_phone", "detail": payload.get("skip") or "no_number"},
+                            label="skipped_no_phone")
+        until = held_until(self.clock(), payload.get("quiet"))
+        if until is not None:
+            wait = (until - self.clock()).total_seconds()
+            return Delivery("held", {"reason": "quiet_hours", "until": until.isoformat()},
+                            retry_after=max(1.0, wait))
+        if await self._opted_out(to):
+            return Delivery("skipped", {"reason": "opted_out"}, label="opted_out")
+        if self.sender.dry_run:
+            log.info("sms_dry_run", row=row.id, dest=masked(to), chars=len(body),
+                     missing=list(self.sender.settings.missing()))
+            return Delivery("skipped", {"reason": "dry_run"}, label="skipped_dry_run")
+        result = await self.sender.send(to, body, status_callback=self.status_callback)
+        return await self._verdict(row, to, result)
+
+    async def reconcile(self, row: OutboxRow) -> Delivery | None:
+        to, body = row.payload.get("to"), row.payload.get("body") or ""
+        if not to or self.sender.dry_run:
+            return None                       # nothing can have been sent
+        try:
+            sid = await self.sender.find_sent(to, body, row.created_at)
+        except SmsLookupFailed as exc:
+            return Delivery("retry", {"reason": "lookup_failed"},
+                            error=f"cannot tell whether an earlier attempt was sent: {exc}", in_doubt=True)
+        if sid is None:
+            return None
+        log.info("sms_reconciled", row=row.id, result="already_sent")
+        return Delivery("done", {"sid": sid, "reconciled": True})
+
+    async def close(self) -> None:
+        await self.sender.close()
+
+    async def _verdict(self, row: OutboxRow, to: str, result: SendResult) -> Delivery:
+        base: dict[str, Any] = {"error_code": result.error_code} if result.error_code else {}
+        if result.status == "sent":
+            return Delivery("done", {"sid": result.sid, "detail": result.detail})
+        if result.status == "retry":
+            return Delivery("retry", base, error=result.detail, in_doubt=result.in_doubt)
+        if result.status == "opted_out":
+            await self.opt_out(to)
+            return Delivery("skipped", {**base, "reason": "opted_out"}, error=result.detail,
+                            label="opted_out")
+        if result.status == "skipped_dry_run":
+            return Delivery("skipped", {"reason": "dry_run"}, label="skipped_dry_run")
+        return Delivery("dead", base, error=result.detail)
+
+    async def _opted_out(self, to: str) -> bool:
+        async with self.store.connection() as conn:
+            return bool(await conn.fetchval(_OPTED_OUT, to))
+
+    async def opt_out(self, to: str, source: str = "twilio-21610") -> None:
+        """Never text this number again (Twilio refused it: the patient replied STOP)."""
+        async with self.store.connection() as conn:
+            await conn.execute(_OPT_OUT, to, source)
+        log.info("sms_opted_out", dest=masked(to))
