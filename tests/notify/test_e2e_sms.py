@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 
 from tests.e2e.harness import running_engine, write_channel
@@ -13,6 +14,7 @@ from tests.mllp_client import AsyncMllpClient, msa
 
 from .messages import FACILITY, local_start, siu
 
+PUBLIC = "https://rad.example.org/twilio/status"
 CHANNEL = """
 listen: ${RADSCHED_MLLP_LISTEN}
 timezone: America/New_York
@@ -35,7 +37,8 @@ async def test_s12_then_s15_over_mllp_text_the_patient(tmp_path: Path, db_url: s
     channels = tmp_path / "channels"
     write_channel(channels, "scheduling", CHANNEL)
     start = local_start(days=12, hour=14, minute=45)
-    env = {**twilio_fake.env(), "RADSCHED_OUTBOX_POLL_SECONDS": "0.05"}
+    env = {**twilio_fake.env(), "RADSCHED_OUTBOX_POLL_SECONDS": "0.05",
+           "RADSCHED_SMS_STATUS_CALLBACK_URL": PUBLIC}
     async with running_engine(channels, tmp_path / "data", database_url=db_url, env=env) as engine:
         client = await AsyncMllpClient.connect("127.0.0.1", engine.servers[0].port)
         try:
@@ -45,12 +48,21 @@ async def test_s12_then_s15_over_mllp_text_the_patient(tmp_path: Path, db_url: s
             reply = await client.request(siu("S15", "MSG-2", start=start))
             assert msa(reply)[1] == "AA"
             await wait_for(lambda: len(twilio_fake.sent) == 2, "the cancellation text")
+            # Twilio reports delivery on the engine's HTTP port.
+            form = {"MessageSid": twilio_fake.messages[0]["sid"], "MessageStatus": "delivered"}
+            url = f"http://127.0.0.1:{engine.http.port}/twilio/status"
+            async with aiohttp.ClientSession() as session:
+                signed = {"X-Twilio-Signature": twilio_fake.sign(PUBLIC, form)}
+                async with session.post(url, data=form, headers=signed) as answer:
+                    assert answer.status == 204
+                async with session.post(url, data=form, headers={"X-Twilio-Signature": "forged"}) as answer:
+                    assert answer.status == 403
         finally:
             client.writer.close()
     booked, cancelled = twilio_fake.sent
     when = start.astimezone(FACILITY).strftime("%a %d %b 14:45")
     assert booked["To"] == "+16175550123" and cancelled["To"] == "+16175550123"
-    assert booked["From"] == twilio_fake.from_number
+    assert booked["From"] == twilio_fake.from_number and booked["StatusCallback"] == PUBLIC
     assert booked["Body"] == (f"City Radiology: your CT ABDOMEN AND PELVIS WITH CONTRAST is booked for "
                               f"{when} at CT Scanner 1. Reply STOP to opt out.")
     assert cancelled["Body"].startswith(f"City Radiology: your CT ABDOMEN AND PELVIS WITH CONTRAST on "
@@ -63,3 +75,9 @@ async def test_s12_then_s15_over_mllp_text_the_patient(tmp_path: Path, db_url: s
         await conn.close()
     assert [(r["status"], r["event"]) for r in rows] == [("sent", "S12"), ("sent", "S15")]
     assert all('"sid": "SM' in r["result"] for r in rows)
+    conn = await asyncpg.connect(db_url)
+    try:
+        assert await conn.fetchval("SELECT status FROM sms_delivery_status WHERE sid = $1",
+                                   twilio_fake.messages[0]["sid"]) == "delivered"
+    finally:
+        await conn.close()
