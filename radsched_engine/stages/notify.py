@@ -112,10 +112,10 @@ class NotifyStage:
     def payload(self, exchange: Exchange, event: AppointmentEvent, appointment: dict[str, Any],
                 start: datetime | None) -> dict[str, Any]:
         phones = list(event.patient.phones) if event.patient is not None else []
+        if not phones and appointment.get("patient_phone"):   # e.g. an S15 without PID-13
+            phones = [Phone(appointment["patient_phone"])]
         if not self.options.use_business_phone:
             phones = [p for p in phones if p.use.strip().upper() != "WPN"]
-        if not phones and appointment.get("patient_phone"):
-            phones = [Phone(appointment["patient_phone"])]
         choice = choose_sms_number(phones, self.options.region)
         location = next((r.text or r.code for r in event.locations if (r.text or r.code)), "")
         exam = (appointment.get("study_type") or next((s.text for s in event.services if s.text), "")
