@@ -43,6 +43,12 @@ async def build_services(config: Any, store: Any, env: dict[str, str]) -> tuple[
     try:
         handlers.append(await _sms(env, outbox_store, background))
         # Other outbox handlers (e.g. the conflict check's AI review) are appended here.
+        from .conflicts.review import ai_review  # ANTHROPIC_*, RADSCHED_AI_* (see there)
+
+        analyzer, ai_handler = ai_review(env, outbox_store)
+        if ai_handler is not None:
+            services["claude"] = analyzer
+            handlers.append(ai_handler)
     except BaseException:
         if owns:
             await outbox_store.close()

@@ -176,7 +176,7 @@ class ConflictCheckStage:
         digest = hashlib.sha256(booking.key.encode()).hexdigest()[:16]
         message = journal.content_hash(exchange).hex()[:24]
         payload = {"appointment_key": booking.key, "patient_age": booking.patient_age,
-                   "patient_sex": booking.patient_sex}
+                   "patient_sex": booking.patient_sex, "facility_zone": self.rules.config.facility_zone}
         await outbox.enqueue(exchange.tx, AI_KIND, f"{AI_KIND}:{digest}:{message}", payload,
                              appointment_id=own_id)
 

@@ -196,3 +196,11 @@ async def keys_to_ids(conn: asyncpg.Connection, keys: Iterable[str]) -> dict[str
     rows = await conn.fetch("SELECT appointment_key, id FROM appointments WHERE appointment_key = ANY ($1)",
                             sorted(set(keys)))
     return {r["appointment_key"]: r["id"] for r in rows}
+
+
+async def patient_identifiers(conn: asyncpg.Connection, appointment_id: int) -> dict[str, Any]:
+    """The direct identifiers stored with an appointment (MRN, name, phone): what a de-identified
+    text must not contain. Never log them."""
+    row = await conn.fetchrow("SELECT patient_id, patient_name, patient_phone FROM appointments "
+                              "WHERE id = $1", appointment_id)
+    return dict(row.items()) if row is not None else {}

@@ -208,5 +208,6 @@ async def test_ai_review_is_queued_only_with_the_claude_service(store: Store, db
     rows = await fetch(db_url, "SELECT kind, dedupe_key, payload, status FROM outbox ORDER BY id")
     assert [r["kind"] for r in rows] == ["ai_analysis", "ai_analysis"]
     payload = json.loads(rows[0]["payload"])
-    assert payload == {"appointment_key": "scheduling|F:A2", "patient_age": 56, "patient_sex": "F"}
+    assert payload == {"appointment_key": "scheduling|F:A2", "patient_age": 56, "patient_sex": "F",
+                       "facility_zone": "UTC"}
     assert "A2" not in rows[0]["dedupe_key"] and "M2" not in rows[0]["dedupe_key"]
