@@ -164,6 +164,21 @@ def cmd_dburl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from .notify.admin import run
+    from .store import database_url_for_config
+
+    engine_cfg, _ = _load(args.config)
+    try:
+        url = database_url_for_config(engine_cfg, show_password=True)
+    except RuntimeError as exc:
+        print(f"outbox: {exc}", file=sys.stderr)
+        return 1
+    code, text = asyncio.run(run(url, dead=args.dead, retry=args.retry, limit=args.limit))
+    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radsched-engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.add_argument("--show-password", action="store_true")
     p.set_defaults(func=cmd_dburl)
+    p = sub.add_parser("outbox", help="list waiting (or --dead) outbox rows; --retry ID re-queues a dead one")
+    p.add_argument("--config")
+    p.add_argument("--dead", action="store_true", help="list dead-lettered rows instead")
+    p.add_argument("--retry", type=int, metavar="ID", help="put dead-lettered row ID back in line")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_outbox)
     return parser
 
 
