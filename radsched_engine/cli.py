@@ -179,6 +179,22 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_conflicts(args: argparse.Namespace) -> int:
+    from .conflicts.report import run
+    from .store import database_url_for_config
+
+    engine_cfg, channels = _load(args.config)
+    try:
+        url = database_url_for_config(engine_cfg, show_password=True)
+    except RuntimeError as exc:
+        print(f"conflicts: {exc}", file=sys.stderr)
+        return 1
+    code, text = asyncio.run(run(url, args.appointment, channels=[c.name for c in channels],
+                                 as_json=args.json))
+    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radsched-engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry", type=int, metavar="ID", help="put dead-lettered row ID back in line")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=cmd_outbox)
+    p = sub.add_parser("conflicts", help="print an appointment's conflict findings (rules and AI)")
+    p.add_argument("appointment", help="row id, stored key, or filler/placer id (F:123, P:45, 123)")
+    p.add_argument("--config")
+    p.add_argument("--json", action="store_true", help="print the stored JSON")
+    p.set_defaults(func=cmd_conflicts)
     return parser
 
 
