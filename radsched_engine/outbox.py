@@ -73,7 +73,12 @@ class Delivery:
 
 
 class OutboxHandler(Protocol):
-    """Delivers the rows of one kind; registered with the worker, built by ``services.py``."""
+    """Delivers the rows of one kind; registered with the worker, built by ``services.py``.
+
+    Optional attributes the worker also honours: ``rate`` (float: most deliveries started per
+    second, e.g. the provider's throughput; None = no limit) and ``lease`` (float: seconds a
+    claim is held, for handlers slower than the worker's default).
+    """
 
     kind: str                 # e.g. "sms", "ai_analysis"
     concurrency: int          # most deliveries of this kind in flight at once
@@ -165,6 +170,7 @@ class OutboxWorker:
         self.rng = rng or random.Random()
         self.owns_store = owns_store
         self._in_flight: dict[str, int] = dict.fromkeys(self.handlers, 0)
+        self._tokens: dict[str, tuple[float, float]] = {}     # kind -> (tokens, clock() timestamp)
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -235,7 +241,8 @@ class OutboxWorker:
         """Claim what is due for every kind with free slots and start delivering; returns rows claimed."""
         claimed = 0
         for kind, handler in self.handlers.items():
-            free = min(self.options.batch, max(0, handler.concurrency - self._in_flight[kind]))
+            free = min(self.options.batch, max(0, handler.concurrency - self._in_flight[kind]),
+                       self._allowance(kind, getattr(handler, "rate", None)))
             if free == 0 or self._stopping:
                 continue
             lease = float(getattr(handler, "lease", None) or self.options.lease)
@@ -247,12 +254,28 @@ class OutboxWorker:
                 row = OutboxRow(record["id"], record["kind"], record["dedupe_key"], record["payload"],
                                 record["attempts"], record["created_at"], record["appointment_id"])
                 self._in_flight[kind] += 1
+                self._spend(kind)
                 task = asyncio.get_running_loop().create_task(
                     self._deliver(handler, row, record["previous"] == "sending", until, lease))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             claimed += len(records)
         return claimed
+
+    def _allowance(self, kind: str, rate: float | None) -> int:
+        """Deliveries ``rate`` still allows now (token bucket of one second's worth)."""
+        if not rate:
+            return self.options.batch
+        now = self.clock().timestamp()
+        tokens, at = self._tokens.get(kind, (max(1.0, rate), now))
+        tokens = min(max(1.0, rate), tokens + max(0.0, now - at) * rate)
+        self._tokens[kind] = (tokens, now)
+        return int(tokens)
+
+    def _spend(self, kind: str) -> None:
+        if kind in self._tokens:
+            tokens, at = self._tokens[kind]
+            self._tokens[kind] = (tokens - 1.0, at)
 
     async def run_once(self) -> int:
         """One poll, then wait for the deliveries it started; returns rows handled."""

@@ -29,7 +29,9 @@ async def build_services(config: Any, store: Any, env: dict[str, str]) -> tuple[
     Environment: ``TWILIO_*`` (see ``SmsSettings.from_env``; without credentials texts are
     recorded as dry runs), ``RADSCHED_SMS_STATUS_CALLBACK_URL`` (public URL of the status
     callback route on the HTTP port; unset = no callbacks), ``RADSCHED_SMS_CONCURRENCY`` (4),
-    ``RADSCHED_SMS_MAX_ATTEMPTS`` (10), ``RADSCHED_OUTBOX_POLL_SECONDS`` (0.5),
+    ``RADSCHED_SMS_MAX_ATTEMPTS`` (10), ``RADSCHED_SMS_RATE`` (texts started per second, 10:
+    Twilio queues beyond a sender's throughput anyway, and sending never competes with ACKs for
+    more than a sliver of CPU), ``RADSCHED_OUTBOX_POLL_SECONDS`` (0.5),
     ``RADSCHED_OUTBOX_LEASE_SECONDS`` (120).
     """
     services: dict[str, Any] = {}
@@ -91,6 +93,7 @@ async def _sms(env: dict[str, str], store: Any, background: list[Any]) -> Any:
     handler = SmsHandler(sender, store,
                          concurrency=int(_number(env, "RADSCHED_SMS_CONCURRENCY", 4)),
                          max_attempts=int(_number(env, "RADSCHED_SMS_MAX_ATTEMPTS", 10)),
+                         rate=_number(env, "RADSCHED_SMS_RATE", 10.0),
                          status_callback=callback_url if not sender.dry_run else None)
     if callback_url and not sender.dry_run:
         background.append(StatusCallback(sender, store, callback_url, opt_out=handler.opt_out))

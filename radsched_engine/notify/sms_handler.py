@@ -50,12 +50,13 @@ class SmsHandler:
     kind = "sms"
 
     def __init__(self, sender: SmsSender, store: Any, *, concurrency: int = 4, max_attempts: int = 10,
-                 status_callback: str | None = None,
+                 rate: float | None = None, status_callback: str | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.sender = sender
         self.store = store
         self.concurrency = concurrency
         self.max_attempts = max_attempts
+        self.rate = rate                  # texts started per second (None = as fast as allowed)
         self.status_callback = status_callback or None
         self.clock = clock or (lambda: datetime.now(UTC))
 

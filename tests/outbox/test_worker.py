@@ -305,3 +305,19 @@ def test_backoff_doubles_with_jitter_and_caps() -> None:
 def test_two_handlers_for_one_kind_is_an_error() -> None:
     with pytest.raises(ValueError, match="two outbox handlers"):
         OutboxWorker(None, [ScriptedHandler(), ScriptedHandler()])
+
+
+async def test_rate_limits_deliveries_started_per_second(store: Store, db_url: str) -> None:
+    clock = Clock()
+    handler = ScriptedHandler(concurrency=10)
+    handler.rate = 1 / 60                          # one a minute
+    for i in range(3):
+        await add(store, "test", f"k{i}")
+    w = worker(store, handler, clock=clock)
+    assert await w.run_once() == 1
+    assert await w.run_once() == 0
+    clock.advance(60)
+    assert await w.run_once() == 1
+    clock.advance(3600)                            # the bucket holds at most one second's worth (min 1)
+    assert await w.drain() == 1
+    assert await w.drain() == 0

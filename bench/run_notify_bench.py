@@ -1,0 +1,144 @@
+"""Notify benchmark: ACK latency of the durable channel with the notify stage on vs off, in one run.
+
+Run from the repository root:  python bench/run_notify_bench.py [--duration 10] [--connections 1,16]
+[--dry-run] [--no-write]
+
+Both channels run parse → validate → persist (fsync on) against one private embedded PostgreSQL
+(a fresh database per run); "on" adds ``notify``, which queues a text per booking in the same
+transaction, and the engine's outbox worker sends them meanwhile through the real twilio SDK to
+the local fake Twilio (``tests/fakes``; ``--dry-run``: no credentials, rows are only marked).
+The engine is pinned to one core and the load generator to the other; the fake Twilio and
+PostgreSQL share the machine. The figures replace the ``notify`` section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import asyncpg
+
+from bench import harness
+from radsched_engine.store import EmbeddedPostgres
+
+CHANNEL = """\
+listen: ${{RADSCHED_MLLP_LISTEN}}
+timezone: UTC
+pipeline:
+  - parse
+  - validate
+  - persist
+{notify}"""
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+async def _sql(url: str, query: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(query)
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--connections", default="1,16")
+    ap.add_argument("--dry-run", action="store_true", help="no Twilio credentials: texts only recorded")
+    ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
+    ap.add_argument("--poll", default="0.5", help="RADSCHED_OUTBOX_POLL_SECONDS of the engine")
+    ap.add_argument("--sms-rate", default="", help="RADSCHED_SMS_RATE of the engine (default: its own)")
+    args = ap.parse_args()
+    conns = [int(c) for c in args.connections.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="radsched-notify-bench-"))
+    pg = EmbeddedPostgres(work / "pg-data", database="postgres")
+    admin = pg.start()
+    twilio = None
+    if not args.dry_run:
+        from tests.fakes.fake_twilio import FakeTwilio
+
+        twilio = FakeTwilio()
+        twilio.start()
+    rows: list[dict] = []
+    try:
+        for n in conns:
+            for mode in ("off", "on"):
+                name = f"notify_{mode}_{n}"
+                asyncio.run(_sql(admin, f'CREATE DATABASE "{name}"'))
+                url = with_database(admin, name)
+                channels = work / name
+                channels.mkdir()
+                (channels / "scheduling.yaml").write_text(CHANNEL.format(
+                    notify="  - notify\n" if mode == "on" else ""))
+                port = harness.free_port()
+                env = {"RADSCHED_CHANNELS_DIR": str(channels), "RADSCHED_DATABASE_URL": url,
+                       "RADSCHED_MLLP_LISTEN": f"127.0.0.1:{port}",
+                       "RADSCHED_METRICS_LISTEN": f"127.0.0.1:{harness.free_port()}",
+                       "RADSCHED_DATA_DIR": str(work / "data"), "RADSCHED_OUTBOX_POLL_SECONDS": args.poll,
+                       **({"RADSCHED_SMS_RATE": args.sms_rate} if args.sms_rate else {}),
+                       **(twilio.env() if twilio is not None else {})}
+                with harness.server([sys.executable, "-m", "radsched_engine.cli", "run"], port, env=env,
+                                    log=work / f"{name}.log"):
+                    r = harness.loadgen(port, n, args.duration, warmup=args.warmup, run_id=name)
+                    counts = asyncio.run(_sql(url, "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
+                texts = ", ".join(f"{c['status']} {c['n']}" for c in counts) or "-"
+                rows.append({"notify": mode, **r, "texts": texts})
+                print(f"notify {mode:3} conns={n:3} {r['msgs_per_s']:>9} msg/s p50={r['p50_ms']} ms "
+                      f"p99={r['p99_ms']} ms codes={r['ack_codes']} outbox: {texts}", flush=True)
+    finally:
+        if twilio is not None:
+            twilio.close()
+        pg.stop()
+        shutil.rmtree(work / "pg-data", ignore_errors=True)
+
+    lines = []
+    for n in conns:
+        off = next(r for r in rows if r["notify"] == "off" and r["connections"] == n)
+        on = next(r for r in rows if r["notify"] == "on" and r["connections"] == n)
+        for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+            if off[key] and on[key]:
+                lines.append(f"- {n} connection(s), {label}: notify on is "
+                             f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off (target: within 10 %)")
+    body = "\n".join([
+        "## Notify: durable channel ACK latency with notify on vs off (issue: notify)",
+        "",
+        f"Measured {harness.stamp()} on {harness.machine()}.",
+        f"Command: `python bench/run_notify_bench.py --duration {args.duration:g}"
+        f"{' --dry-run' if args.dry_run else ''}{f' --sms-rate {args.sms_rate}' if args.sms_rate else ''}`"
+        " — parse, validate, persist (+ notify) against a "
+        "private embedded PostgreSQL (fsync on, fresh database per run); message "
+        "`bench/messages/siu_s12.hl7` (a new booking each, one text each with notify on); "
+        + ("texts recorded as dry runs (no credentials)." if args.dry_run else
+           "the outbox worker sends the texts meanwhile through the twilio SDK to the local fake "
+           "Twilio (`tests/fakes/fake_twilio.py`) at the engine's SMS rate "
+           f"(`RADSCHED_SMS_RATE`={args.sms_rate or 'default 10'}/s; texts beyond it wait in the "
+           "outbox, as they would at Twilio beyond a sender's throughput)."),
+        "",
+        harness.table(rows, [("notify", "notify"), ("connections", "connections"),
+                             ("msgs_per_s", "msgs/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+                             ("max_ms", "max ms"), ("ack_codes", "ACK codes"),
+                             ("texts", "outbox at the end")]),
+        "",
+        *lines,
+    ])
+    if args.no_write:
+        print(body)
+    else:
+        harness.write_section("notify", body)
+        print("wrote BENCHMARKS.md")
+    print(f"logs in {work}")
+
+
+if __name__ == "__main__":
+    main()
