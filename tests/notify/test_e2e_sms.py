@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 
-from tests.e2e.harness import running_engine, write_channel
+from radsched_engine import logs
+from tests.e2e.harness import running_engine, scrape, write_channel
 from tests.fakes.fake_twilio import FakeTwilio
 from tests.mllp_client import AsyncMllpClient, msa
 
@@ -39,6 +41,20 @@ async def test_s12_then_s15_over_mllp_text_the_patient(tmp_path: Path, db_url: s
     start = local_start(days=12, hour=14, minute=45)
     env = {**twilio_fake.env(), "RADSCHED_OUTBOX_POLL_SECONDS": "0.05",
            "RADSCHED_SMS_STATUS_CALLBACK_URL": PUBLIC}
+    buffer = io.StringIO()
+    logs.configure("json", "debug", stream=buffer)
+    try:
+        await _run(channels, tmp_path, db_url, env, start, twilio_fake)
+        logs.flush()
+    finally:
+        logs.configure("json", "info")
+    text = buffer.getvalue()
+    assert '"outbox_delivery"' in text and '"result": "sent"' in text
+    for phi in ("5550123", "5550100", "TESTPATIENT", "MRN1", "19800415", "is booked for", "is cancelled"):
+        assert phi not in text, phi
+
+
+async def _run(channels: Path, tmp_path: Path, db_url: str, env: dict[str, str], start, twilio_fake) -> None:
     async with running_engine(channels, tmp_path / "data", database_url=db_url, env=env) as engine:
         client = await AsyncMllpClient.connect("127.0.0.1", engine.servers[0].port)
         try:
@@ -57,6 +73,11 @@ async def test_s12_then_s15_over_mllp_text_the_patient(tmp_path: Path, db_url: s
                     assert answer.status == 204
                 async with session.post(url, data=form, headers={"X-Twilio-Signature": "forged"}) as answer:
                     assert answer.status == 403
+            status, metrics = await scrape(engine.http.port)
+            assert status == 200
+            assert 'radsched_outbox_results_total{kind="sms",result="sent"}' in metrics
+            assert 'radsched_outbox_send_duration_seconds_count{kind="sms"}' in metrics
+            assert 'radsched_outbox_depth{kind="sms"}' in metrics
         finally:
             client.writer.close()
     booked, cancelled = twilio_fake.sent
