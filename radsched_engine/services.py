@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
@@ -63,22 +65,46 @@ async def build_services(config: Any, store: Any, env: dict[str, str]) -> tuple[
     return services, background
 
 
+class OwnPool:
+    """The outbox worker's own few connections: ``connection()`` and ``close()`` like the Store,
+    with the same json/jsonb codecs, but outside the engine pool's gauges and limits."""
+
+    def __init__(self, pool: Any, acquire_timeout: float) -> None:
+        self.pool = pool
+        self.acquire_timeout = acquire_timeout
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+            yield conn
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
 async def _worker_store(config: Any, store: Any) -> tuple[Any, bool]:
     """A small pool of the outbox worker's own, so deliveries never queue behind ACK traffic
     (falls back to the engine's pool when the database URL cannot be known)."""
-    from .store import Store
+    import asyncpg
+
+    from .store.db import _init_connection, _no_reset
     from .store.embedded import database_url
 
     db = getattr(config, "database", None)
+    connect = float(getattr(db, "connect_timeout", 5.0))
+    command = float(getattr(db, "command_timeout", 10.0))
     try:
         url = getattr(db, "url", None) or await asyncio.to_thread(database_url, config.data_dir)
-        worker_store = await Store.open(
-            url, pool_min=1, pool_max=3, connect_timeout=getattr(db, "connect_timeout", 5.0),
-            command_timeout=getattr(db, "command_timeout", 10.0), application_name="radsched-outbox")
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=3, timeout=connect, command_timeout=command,
+            init=_init_connection, reset=_no_reset,
+            server_settings={"application_name": "radsched-outbox",
+                             "lock_timeout": str(int(command * 500)),
+                             "idle_in_transaction_session_timeout": str(int(command * 3000))})
     except Exception as exc:
         log.warning("outbox_pool_shared", error=type(exc).__name__)
         return store, False
-    return worker_store, True
+    return OwnPool(pool, connect + command), True
 
 
 async def _sms(env: dict[str, str], store: Any, background: list[Any]) -> Any:
