@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,8 @@ class Engine:
     background: list[Any] = field(default_factory=list)   # objects with async start()/stop()
     _embedded: Any = None
     _flusher: Any = None
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _draining: set[Any] = field(default_factory=set)
     ready: bool = False
 
     def needs_store(self) -> bool:
@@ -67,7 +70,12 @@ class Engine:
             await server.start()
         for service in self.background:
             await service.start()
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_logs())
+        loop = asyncio.get_running_loop()
+        self._flusher = loop.create_task(self._flush_logs())
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass                                   # not the main thread (tests) or no signals
         self.ready = True
         metrics.ENGINE_READY.set(1)
         log.info("engine_started", channels=[c.name for c in self.channels],
@@ -94,6 +102,54 @@ class Engine:
         host, port = _split_listen(cfg.listen)
         return MllpServer(cfg.name, host, port, channel, limits, ssl_context=ssl_ctx,
                           allow=tuple(cfg.allow))
+
+    async def reload(self) -> list[str]:
+        """SIGHUP: re-read the channel files and apply them; returns the problems (none = applied).
+
+        A file with problems is rejected whole, with its lint errors logged, and every running
+        channel keeps serving. Unchanged channels are left alone. A changed channel gets a new
+        listener with its new pipeline; its old connections finish the messages they have
+        received (acknowledged as before), then close, and senders reconnect to the new one.
+        """
+        from .config import ConfigError, load_channels
+
+        async with self._reload_lock:
+            try:
+                fresh = load_channels(self.config.channels_dir, env=self.env)
+                specs = registry()
+                if self.store is None and any(specs[s.name].transactional for c in fresh
+                                              for s in c.pipeline):
+                    raise ConfigError([])
+            except ConfigError as err:
+                problems = [str(p) for p in err.problems] or [
+                    "a channel now needs the database, which this engine did not open: restart it"]
+                for problem in problems:
+                    log.error("reload_rejected", problem=problem)
+                metrics.RELOADS.labels("rejected").inc()
+                return problems
+            old = {c.name: c for c in self.channels}
+            new = {c.name: c for c in fresh}
+            servers = {s.name: s for s in self.servers}
+            replace = [n for n in new if n in old and new[n] != old[n]]
+            removed = [n for n in old if n not in new]
+            added = [n for n in new if n not in old]
+            retiring = [servers[n] for n in replace + removed]
+            for server in retiring:
+                server.stop_accepting()
+            started = []
+            for name in replace + added:
+                server = self._build_server(new[name])
+                await server.start()
+                started.append(server)
+            self.servers = [s for s in self.servers if s not in retiring] + started
+            self.channels = fresh
+            for server in retiring:
+                task = asyncio.get_running_loop().create_task(server.drain(self.config.shutdown_grace))
+                self._draining.add(task)
+                task.add_done_callback(self._draining.discard)
+            metrics.RELOADS.labels("applied").inc()
+            log.info("reloaded", changed=replace, added=added, removed=removed)
+            return []
 
     async def _open_store(self) -> None:
         from .store import open_store
@@ -127,7 +183,8 @@ class Engine:
         log.info("engine_stopping", grace=grace)
         for server in self.servers:
             server.stop_accepting()
-        await asyncio.gather(*(s.drain(grace) for s in self.servers), return_exceptions=True)
+        await asyncio.gather(*(s.drain(grace) for s in self.servers), *self._draining,
+                             return_exceptions=True)
         for service in reversed(self.background):
             try:
                 await service.stop()

@@ -80,6 +80,8 @@ OUTBOX_SEND_SECONDS = Histogram(
     "radsched_outbox_send_duration_seconds", "Time taken by one outbox delivery attempt.",
     ["kind"], buckets=LATENCY_BUCKETS)
 
+RELOADS = Counter("radsched_config_reloads", "SIGHUP reloads of the channel files, by result.",
+                  ["result"])
 ENGINE_READY = Gauge("radsched_ready", "1 when every channel listens and the store is up.")
 
 
