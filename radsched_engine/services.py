@@ -42,6 +42,8 @@ async def build_services(config: Any, store: Any, env: dict[str, str]) -> tuple[
         return services, background
     from .outbox import OutboxWorker, WorkerOptions
 
+    options = WorkerOptions(poll_interval=_number(env, "RADSCHED_OUTBOX_POLL_SECONDS", 0.5),
+                            lease=_number(env, "RADSCHED_OUTBOX_LEASE_SECONDS", 120.0))
     outbox_store, owns = await _worker_store(config, store)
     handlers: list[Any] = []
     try:
@@ -54,11 +56,11 @@ async def build_services(config: Any, store: Any, env: dict[str, str]) -> tuple[
             services["claude"] = analyzer
             handlers.append(ai_handler)
     except BaseException:
+        for handler in handlers:
+            await handler.close()
         if owns:
             await outbox_store.close()
         raise
-    options = WorkerOptions(poll_interval=_number(env, "RADSCHED_OUTBOX_POLL_SECONDS", 0.5),
-                            lease=_number(env, "RADSCHED_OUTBOX_LEASE_SECONDS", 120.0))
     worker = OutboxWorker(outbox_store, handlers, options, owns_store=owns)
     services["outbox"] = worker
     background.insert(0, worker)          # started first, stopped last
@@ -114,15 +116,20 @@ async def _sms(env: dict[str, str], store: Any, background: list[Any]) -> Any:
     from .notify.sms_handler import SmsHandler
 
     settings = SmsSettings.from_env(env)
-    sender = SmsSender(settings)
+    concurrency = int(_number(env, "RADSCHED_SMS_CONCURRENCY", 4))
+    max_attempts = int(_number(env, "RADSCHED_SMS_MAX_ATTEMPTS", 10))
+    rate = _number(env, "RADSCHED_SMS_RATE", 10.0)
     callback_url = env.get("RADSCHED_SMS_STATUS_CALLBACK_URL", "").strip() or None
-    handler = SmsHandler(sender, store,
-                         concurrency=int(_number(env, "RADSCHED_SMS_CONCURRENCY", 4)),
-                         max_attempts=int(_number(env, "RADSCHED_SMS_MAX_ATTEMPTS", 10)),
-                         rate=_number(env, "RADSCHED_SMS_RATE", 10.0),
+    sender = SmsSender(settings)
+    handler = SmsHandler(sender, store, concurrency=concurrency, max_attempts=max_attempts, rate=rate,
                          status_callback=callback_url if not sender.dry_run else None)
     if callback_url and not sender.dry_run:
-        background.append(StatusCallback(sender, store, callback_url, opt_out=handler.opt_out))
+        try:
+            callback = StatusCallback(sender, store, callback_url, opt_out=handler.opt_out)
+        except ValueError:
+            await sender.close()
+            raise
+        background.append(callback)
     if sender.dry_run:
         log.info("sms_dry_run_mode", missing=list(settings.missing()))
     return handler
