@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import pytest
 
 from radsched_engine import logs
 from tests.e2e.harness import running_engine, scrape, write_channel
@@ -34,8 +35,8 @@ async def wait_for(predicate, what: str, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_s12_then_s15_over_mllp_text_the_patient(tmp_path: Path, db_url: str,
-                                                       twilio_fake: FakeTwilio) -> None:
+async def test_s12_then_s15_over_mllp_text_the_patient(tmp_path: Path, db_url: str, twilio_fake: FakeTwilio,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     channels = tmp_path / "channels"
     write_channel(channels, "scheduling", CHANNEL)
     start = local_start(days=12, hour=14, minute=45)
@@ -48,7 +49,8 @@ async def test_s12_then_s15_over_mllp_text_the_patient(tmp_path: Path, db_url: s
         logs.flush()
     finally:
         logs.configure("json", "info")
-    text = buffer.getvalue()
+    out = capsys.readouterr()       # loggers bound before this test keep writing to stdout
+    text = buffer.getvalue() + out.out + out.err
     assert '"outbox_delivery"' in text and '"result": "sent"' in text
     for phi in ("5550123", "5550100", "TESTPATIENT", "MRN1", "19800415", "is booked for", "is cancelled"):
         assert phi not in text, phi
