@@ -176,6 +176,7 @@ class OutboxWorker:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._gauges_at = 0.0
+        self._failing = False             # polls failing (logged once, then at debug level)
 
     def add_handler(self, handler: OutboxHandler) -> None:
         """Register one more handler (before ``start()``)."""
@@ -226,8 +227,13 @@ class OutboxWorker:
                 await self.poll()
                 if time.monotonic() - self._gauges_at >= self.options.gauge_interval:
                     await self.refresh_gauges()
+                if self._failing:
+                    self._failing = False
+                    log.info("outbox_poll_recovered")
             except Exception as exc:     # database down: keep trying at the poll interval
-                log.warning("outbox_poll_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                (log.debug if self._failing else log.warning)(
+                    "outbox_poll_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                self._failing = True
             if self._stopping:
                 break
             try:
