@@ -58,25 +58,7 @@ async def lock_keys(conn: asyncpg.Connection, keys: Iterable[str]) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", ids)
 
 
-_OVERLAP = """
-SELECT r.kind AS match, r.code, a.id AS appointment_id, a.appointment_key, a.status,
-       r.start_at, r.end_at, a.patient_key, a.modality, a.study_type
-  FROM unnest($1::text[], $2::text[]) AS q(kind, code)
-  JOIN appointment_resources AS r
-    ON radsched_slot(r.kind, r.code, r.start_at, r.end_at) && radsched_slot(q.kind, q.code, $3, $4)
-   AND r.active AND r.kind <> 'service'
-   AND r.kind = q.kind AND r.code = q.code AND r.start_at < $4 AND r.end_at > $3
-  JOIN appointments AS a ON a.id = r.appointment_id
- WHERE a.appointment_key <> ALL ($6::text[]) AND coalesce(a.alt_key, '') <> ALL ($6::text[])
-UNION ALL
-SELECT 'patient', '', a.id, a.appointment_key, a.status, a.datetime, a.end_at, a.patient_key,
-       a.modality, a.study_type
-  FROM appointments AS a
- WHERE $5::text <> '' AND a.patient_key = $5 AND a.active AND a.patient_key <> ''
-   AND a.datetime < $4 AND a.end_at > $3
-   AND a.appointment_key <> ALL ($6::text[]) AND coalesce(a.alt_key, '') <> ALL ($6::text[])
- ORDER BY start_at, match, code, appointment_id
-"""
+_OVERLAP = "SELECT * FROM radsched_overlapping($1, $2, $3, $4, $5, $6)"   # migration 0002
 
 
 async def find_overlapping(

@@ -10,7 +10,6 @@ import pytest
 from radsched_engine.domain.model import AppointmentEvent
 from radsched_engine.store import Store
 from radsched_engine.store.appointments import (
-    _OVERLAP,
     appointment_keys,
     find_overlapping,
     lock_keys,
@@ -103,12 +102,22 @@ async def test_long_bookings_are_found_from_any_point(conn: asyncpg.Connection) 
 
 
 async def test_overlap_query_uses_the_indexes(conn: asyncpg.Connection) -> None:
-    await conn.execute("SET enable_seqscan = off")
+    """The statement inside radsched_overlapping, planned generically, uses the indexes."""
+    source = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'radsched_overlapping'")
+    query = source.split("RETURN QUERY", 1)[1].rsplit(";", 1)[0]
+    for name, value in [("p_kinds", "$1"), ("p_codes", "$2"), ("p_start", "$3"), ("p_end", "$4"),
+                        ("p_patient", "$5"), ("p_exclude", "$6")]:
+        query = query.replace(name, value)
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute("PREPARE overlap(text[], text[], timestamptz, timestamptz, text, text[]) AS "
+                       + query)
     plan = "\n".join(r[0] for r in await conn.fetch(
-        "EXPLAIN " + _OVERLAP,
-        ["location"], ["CT1"], T, T + H, "H|1", []))
-    await conn.execute("RESET enable_seqscan")
-    assert "appointment_resources_slot" in plan and "appointments_patient_active" in plan
+        "EXPLAIN EXECUTE overlap('{location}', '{CT1}', now(), now() + interval '1 hour', "
+        "'H|1', '{}')"))
+    await conn.execute("DEALLOCATE overlap")
+    await conn.execute("RESET plan_cache_mode")
+    assert "appointment_resources_booked " in plan and "appointment_resources_booked_long" in plan
+    assert "appointments_patient_active" in plan
 
 
 def test_keys_and_lock_names() -> None:

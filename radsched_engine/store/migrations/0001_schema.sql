@@ -73,21 +73,6 @@ CREATE INDEX appointments_patient_active ON appointments (patient_key, datetime)
     WHERE active AND patient_key <> '';
 CREATE INDEX appointments_order_refs ON appointments USING gin (order_refs) WHERE order_refs <> '{}';
 
--- A resource's booking as a GiST-indexable shape: a vertical segment at x = hash(kind, code),
--- y = [start, end] in epoch seconds. "Bookings of resource R overlapping [t1, t2)" is then one
--- R-tree probe whatever the table's size (core PostgreSQL has no GiST opclass for text, so
--- (code, tstzrange) cannot be indexed together without btree_gist). Callers re-check exact,
--- half-open bounds and the code itself (hash collisions).
--- A single expression (no FROM, not STRICT) so that PostgreSQL inlines it, in the index and in
--- queries alike; date_part on an interval is float8 and immutable (extract() is numeric).
-CREATE FUNCTION radsched_slot(kind text, code text, start_at timestamptz, end_at timestamptz)
-RETURNS box LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT box(point((('x' || substr(md5(kind || '|' || code), 1, 8))::bit(32)::integer)::float8,
-                     date_part('epoch', start_at - to_timestamp(0))),
-               point((('x' || substr(md5(kind || '|' || code), 1, 8))::bit(32)::integer)::float8,
-                     date_part('epoch', end_at - to_timestamp(0))))
-$$;
-
 CREATE TABLE appointment_resources (
     id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     appointment_id      integer NOT NULL REFERENCES appointments (id) ON DELETE CASCADE,
@@ -100,11 +85,19 @@ CREATE TABLE appointment_resources (
     end_at              timestamptz NOT NULL,
     own_time            boolean NOT NULL DEFAULT false,    -- times sent on the AI* segment itself
     active              boolean NOT NULL DEFAULT true,     -- mirrors appointments.active
+    long_booking        boolean GENERATED ALWAYS AS (end_at - start_at > interval '1 day') STORED,
     CHECK (end_at >= start_at)
 );
 CREATE INDEX appointment_resources_appointment ON appointment_resources (appointment_id);
-CREATE INDEX appointment_resources_slot ON appointment_resources
-    USING gist (radsched_slot(kind, code, start_at, end_at)) WHERE active AND kind <> 'service';
+-- "Active bookings of resource R overlapping [t1, t2)": a booking of at most a day that
+-- overlaps starts after t1 - 1 day, so one btree range scan over about a day of R's bookings
+-- answers it however large the table grows; the rare longer bookings have their own index.
+-- (The PostgreSQL that pgserver ships has no btree_gist, so (code, tstzrange) cannot share one
+-- GiST index; this btree form also keeps plans independent of the query's dates.)
+CREATE INDEX appointment_resources_booked ON appointment_resources (kind, code, start_at)
+    INCLUDE (end_at, appointment_id) WHERE active AND NOT long_booking AND kind <> 'service';
+CREATE INDEX appointment_resources_booked_long ON appointment_resources (kind, code)
+    WHERE active AND long_booking AND kind <> 'service';
 
 -- Orders (ORM^O01 / OMI^O23), keyed by placer (ORC-2) or filler (ORC-3) order number.
 CREATE TABLE orders (

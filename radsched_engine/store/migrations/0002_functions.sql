@@ -49,6 +49,59 @@ BEGIN
 END
 $$;
 
+-- Active bookings of the resources (p_kinds[i], p_codes[i]) overlapping [p_start, p_end), half
+-- open. A booking of at most a day that overlaps starts after p_start - 1 day: one btree range
+-- scan (appointment_resources_booked) over about a day of each resource's bookings, however
+-- large the table; longer bookings come from their own small index. Inlined by the planner.
+CREATE FUNCTION radsched_booked(p_kinds text[], p_codes text[], p_start timestamptz,
+                                p_end timestamptz)
+RETURNS TABLE (appointment_id integer, kind text, code text, start_at timestamptz,
+               end_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT r.appointment_id, r.kind, r.code, r.start_at, r.end_at
+      FROM unnest(p_kinds, p_codes) AS q(kind, code)
+     CROSS JOIN LATERAL (
+            SELECT s.appointment_id, s.kind, s.code, s.start_at, s.end_at
+              FROM appointment_resources AS s
+             WHERE s.kind = q.kind AND s.code = q.code AND s.active AND NOT s.long_booking
+               AND s.kind <> 'service' AND s.start_at > p_start - interval '1 day'
+               AND s.start_at < p_end AND s.end_at > p_start
+            UNION ALL
+            SELECT l.appointment_id, l.kind, l.code, l.start_at, l.end_at
+              FROM appointment_resources AS l
+             WHERE l.kind = q.kind AND l.code = q.code AND l.active AND l.long_booking
+               AND l.kind <> 'service' AND l.start_at < p_end AND l.end_at > p_start) AS r
+$$;
+
+-- find_overlapping(): active resource bookings (radsched_booked) and active appointments of
+-- the patient overlapping [p_start, p_end), except appointments stored under p_exclude. With
+-- plan_cache_mode forced to generic, the statement is planned once per session: a custom plan
+-- would be estimated cheaper (it knows the dates) and re-made on every call for the same shape.
+CREATE FUNCTION radsched_overlapping(p_kinds text[], p_codes text[], p_start timestamptz,
+                                     p_end timestamptz, p_patient text, p_exclude text[])
+RETURNS TABLE (match text, code text, appointment_id integer, appointment_key text,
+               status text, start_at timestamptz, end_at timestamptz, patient_key text,
+               modality text, study_type text)
+LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT r.kind, r.code, a.id, a.appointment_key, a.status, r.start_at, r.end_at,
+           a.patient_key, a.modality, a.study_type
+      FROM radsched_booked(p_kinds, p_codes, p_start, p_end) AS r
+      JOIN appointments AS a ON a.id = r.appointment_id
+     WHERE a.appointment_key <> ALL (p_exclude) AND coalesce(a.alt_key, '') <> ALL (p_exclude)
+    UNION ALL
+    SELECT 'patient', '', a.id, a.appointment_key, a.status, a.datetime, a.end_at,
+           a.patient_key, a.modality, a.study_type
+      FROM appointments AS a
+     WHERE p_patient <> '' AND a.patient_key = p_patient AND a.active AND a.patient_key <> ''
+       AND a.datetime < p_end AND a.end_at > p_start
+       AND a.appointment_key <> ALL (p_exclude) AND coalesce(a.alt_key, '') <> ALL (p_exclude)
+     ORDER BY 6, 1, 2, 3;
+END
+$$;
+
 -- Apply one SIU event to its appointment. Results:
 --   applied   the change is stored, the journal row (id = journal_id) written with it
 --   duplicate redelivery of an accepted message (detail = the ACK code first sent)
