@@ -145,8 +145,8 @@ class ConflictCheckStage:
         exchange.data["conflicts"] = [stored.entry(f, ids) for f in results]
         exchange.data["conflict_findings"] = results
         self._count(results)
-        if results:
-            summary = FindingSummary.of(results)
+        summary = FindingSummary.of(results) if results else None
+        if summary is not None and summary.highest != "info":     # advice alone is not news
             log.info("conflicts_found", channel=self.channel, control_id=exchange.control_id,
                      **{s: n for s, n in summary.counts.items() if n})
         if self.options.policy == "block":
