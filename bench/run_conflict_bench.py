@@ -1,0 +1,176 @@
+"""Conflict-check benchmark: the durable channel's throughput with conflict_check on vs off, in one run.
+
+Run from the repository root:
+    python bench/run_conflict_bench.py [--preload 1000000] [--duration 10] [--connections 1,16]
+                                       [--explain] [--no-write]
+
+Both channels run parse → validate (→ conflict_check) → persist against one private embedded
+PostgreSQL (fsync on) holding ``--preload`` appointments (3 resource rows each, as in
+``bench/store_bench.py``); off and on alternate per connection count on the same database. The
+message is ``bench/messages/siu_s12.hl7`` with one technologist per room and rooms, staff and
+patients of each run's own, so the load is realistic: every booking is checked against its
+room, technologist and patient, but nothing collides (only the exam's prep advice is stored). No
+ANTHROPIC_API_KEY: rules only. ``--explain`` prints the plan of the neighbourhood query at the
+preloaded size. The engine is pinned to one core and the load generator to the other. The
+figures replace the ``conflicts`` section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import asyncpg
+
+from bench import harness
+from bench.store_bench import EPOCH, preload
+from radsched_engine.store import EmbeddedPostgres, migrate
+
+ROOT = Path(__file__).resolve().parent
+CHANNEL = """\
+listen: ${{RADSCHED_MLLP_LISTEN}}
+timezone: UTC
+pipeline:
+  - parse
+  - validate
+{check}  - persist
+"""
+# The neighbour search inside radsched_conflict_context (migration 0101), copied here to show
+# the generic plan PL/pgSQL caches for it (pgserver ships no auto_explain).
+NEIGHBOURS = """
+PREPARE neighbours(text[], text[], timestamptz, timestamptz, text, timestamptz, timestamptz,
+                   text[], integer) AS
+WITH hits AS (
+    SELECT b.appointment_id AS aid FROM radsched_booked($1, $2, $3, $4) AS b
+    UNION
+    SELECT x.id FROM appointments AS x
+     WHERE $5 <> '' AND x.patient_key = $5 AND x.active AND x.patient_key <> ''
+       AND x.datetime < $7 AND x.end_at > $6
+)
+SELECT 'other'::text, a.id, a.appointment_key, a.status, a.urgency, a.datetime, a.end_at,
+       a.patient_key, a.last_event_time, a.last_message_id, NULL::jsonb,
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(r.kind, r.code, r.text, r.coding_system,
+                                                    r.role) ORDER BY r.id), '[]'::jsonb)
+          FROM appointment_resources AS r WHERE r.appointment_id = a.id)
+  FROM hits JOIN appointments AS a ON a.id = hits.aid
+ WHERE a.active AND a.id IS DISTINCT FROM $9
+   AND a.appointment_key <> ALL ($8) AND coalesce(a.alt_key, '') <> ALL ($8)
+ ORDER BY a.datetime, a.id
+"""
+
+
+def template(work: Path, tag: str) -> Path:
+    """The standard bench message with the technologist following the room, and rooms, staff and
+    patients of their own for run ``tag`` (runs share the database: no run collides with another)."""
+    text = (ROOT / "messages" / "siu_s12.hl7").read_text()
+    text = (text.replace("AIP|1|A|5678^RAD^TECH|", f"AIP|1|A|T{tag}{{room}}^RAD^TECH|")
+            .replace("AIL|1|A|{room}^", f"AIL|1|A|{tag}{{room}}^").replace("MRN{n}^", f"MRN{tag}-{{n}}^"))
+    path = work / f"siu_s12_{tag}.hl7"
+    path.write_text(text)
+    return path
+
+
+async def explain(url: str) -> str:
+    """EXPLAIN ANALYZE of the neighbour search as PL/pgSQL runs it (generic plan), for a booking
+    of a preloaded room, technologist and patient."""
+    at = EPOCH + timedelta(days=100, hours=2)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute(NEIGHBOURS)
+        args = (f"ARRAY['location', 'personnel'], ARRAY['PRE7', 'T7'], '{at.isoformat()}', "
+                f"'{(at + timedelta(minutes=30)).isoformat()}', 'GENHOSP|PRE7', "
+                f"'{(at - timedelta(days=42)).isoformat()}', '{(at + timedelta(days=42)).isoformat()}', "
+                "ARRAY['bench|F:none'], NULL")
+        rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE neighbours({args})")
+        return "\n".join(r[0] for r in rows)
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preload", type=int, default=1_000_000, help="appointments stored before the runs")
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--connections", default="1,16")
+    ap.add_argument("--explain", action="store_true", help="print the neighbourhood query's plan")
+    ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
+    args = ap.parse_args()
+    conns = [int(c) for c in args.connections.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="radsched-conflict-bench-"))
+    pg = EmbeddedPostgres(work / "pg-data")
+    url = pg.start()
+    rows: list[dict] = []
+    plan = ""
+    try:
+        asyncio.run(migrate(url))
+        seconds = asyncio.run(preload(url, args.preload)) if args.preload else 0.0
+        print(f"preloaded {args.preload:,} appointments in {seconds:.0f} s", flush=True)
+        if args.explain:
+            plan = asyncio.run(explain(url))
+            print(plan, flush=True)
+        for n in conns:
+            for mode in ("off", "on"):
+                name = f"conflicts_{mode}_{n}"
+                channels = work / name
+                channels.mkdir()
+                (channels / "scheduling.yaml").write_text(CHANNEL.format(
+                    check="  - conflict_check\n" if mode == "on" else ""))
+                port = harness.free_port()
+                env = {"RADSCHED_CHANNELS_DIR": str(channels), "RADSCHED_DATABASE_URL": url,
+                       "RADSCHED_MLLP_LISTEN": f"127.0.0.1:{port}",
+                       "RADSCHED_METRICS_LISTEN": f"127.0.0.1:{harness.free_port()}",
+                       "RADSCHED_DATA_DIR": str(work / "data"), "ANTHROPIC_API_KEY": ""}
+                with harness.server([sys.executable, "-m", "radsched_engine.cli", "run"], port, env=env,
+                                    log=work / f"{name}.log"):
+                    r = harness.loadgen(port, n, args.duration, template=template(work, name),
+                                        warmup=args.warmup, run_id=name)
+                rows.append({"conflict_check": mode, **r})
+                print(f"conflict_check {mode:3} conns={n:3} {r['msgs_per_s']:>9} msg/s "
+                      f"p50={r['p50_ms']} ms p99={r['p99_ms']} ms codes={r['ack_codes']}", flush=True)
+    finally:
+        pg.stop()
+        shutil.rmtree(work / "pg-data", ignore_errors=True)
+
+    lines = []
+    for n in conns:
+        off = next(r for r in rows if r["conflict_check"] == "off" and r["connections"] == n)
+        on = next(r for r in rows if r["conflict_check"] == "on" and r["connections"] == n)
+        if off["msgs_per_s"]:
+            cost = 100 * (off["msgs_per_s"] - on["msgs_per_s"]) / off["msgs_per_s"]
+            lines.append(f"- {n} connection(s): conflict_check costs {cost:.1f} % of the throughput "
+                         "(target: under 20 %)")
+    body = "\n".join([
+        "## Conflict check: durable channel throughput with conflict_check on vs off (issue 4)",
+        "",
+        f"Measured {harness.stamp()} on {harness.machine()}.",
+        f"Command: `python bench/run_conflict_bench.py --preload {args.preload} --duration "
+        f"{args.duration:g}` — parse, validate, (conflict_check,) persist against a private embedded "
+        f"PostgreSQL (fsync on) holding {args.preload:,} appointments before the first run; "
+        "message `bench/messages/siu_s12.hl7` with one technologist per room and each run's own rooms, "
+        "staff and patients (a new booking each: room, technologist and patient checked, no "
+        "collisions); rules only (no Claude key).",
+        "",
+        harness.table(rows, [("conflict_check", "conflict_check"), ("connections", "connections"),
+                             ("msgs_per_s", "msgs/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+                             ("max_ms", "max ms"), ("ack_codes", "ACK codes")]),
+        "",
+        *lines,
+    ])
+    if args.no_write:
+        print(body)
+    else:
+        harness.write_section("conflicts", body)
+        print("wrote BENCHMARKS.md")
+    print(f"logs in {work}")
+
+
+if __name__ == "__main__":
+    main()
