@@ -1,4 +1,5 @@
-"""The engine killed (SIGKILL) after Twilio accepted a text, before the row was updated: no second text.
+"""The engine as a real process: killed (SIGKILL) after Twilio accepted a text, before the row was
+updated, it sends no second text; and its log carries no patient data.
 
 The engine runs as a real process. The fake Twilio holds the create request until the test has
 locked the outbox row (already committed as ``sending``), so that once Twilio accepts, the
@@ -143,3 +144,58 @@ pipeline:
         assert len(fake.creates()) == 1 and [f["To"] for f in fake.sent] == [TO]
     finally:
         fake.close()
+
+
+async def test_engine_process_log_carries_no_patient_data(tmp_path: Path, db_url: str) -> None:
+    fake = FakeTwilio()
+    fake.start()
+    port = free_port()
+    channels = tmp_path / "channels"
+    write_channel(channels, "scheduling", f"""
+listen: 127.0.0.1:{port}
+timezone: America/New_York
+pipeline: [parse, validate, persist, notify]
+""")
+    env = {**os.environ, **fake.env(), "RADSCHED_CHANNELS_DIR": str(channels),
+           "RADSCHED_DATA_DIR": str(tmp_path / "data"), "RADSCHED_METRICS_LISTEN": "127.0.0.1:0",
+           "RADSCHED_DATABASE_URL": db_url, "RADSCHED_OUTBOX_POLL_SECONDS": "0.05"}
+    log_path = tmp_path / "engine.log"
+    config = tmp_path / "engine.yaml"
+    config.write_text("log: {format: json, level: debug}\n")
+    with open(log_path, "wb") as log:
+        command = [sys.executable, "-m", "radsched_engine.cli", "run", "--config", str(config)]
+        engine = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            async def listening() -> bool:
+                assert engine.poll() is None, log_path.read_text()
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    return False
+                writer.close()
+                return True
+
+            async def texts(n: int):
+                async def sent() -> bool:
+                    return len(fake.sent) >= n
+                return sent
+
+            await until(listening, 60)
+            client = await AsyncMllpClient.connect("127.0.0.1", port)
+            assert msa(await client.request(siu("S12", "LOG-1")))[1] == "AA"
+            await until(await texts(1))
+            assert msa(await client.request(siu("S15", "LOG-2")))[1] == "AA"
+            await until(await texts(2))
+            client.writer.close()
+            engine.send_signal(signal.SIGTERM)
+            engine.wait(60)
+        finally:
+            if engine.poll() is None:
+                engine.kill()
+                engine.wait(30)
+            fake.close()
+    text = log_path.read_text()
+    assert text.count('"event": "outbox_delivery"') == 2 and '"result": "sent"' in text
+    for phi in ("5550123", "5550100", "TESTPATIENT", "MRN1", "19800415", "Example St",
+                "is booked for", "is cancelled"):
+        assert phi not in text, phi
