@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -211,3 +212,37 @@ async def test_ai_review_is_queued_only_with_the_claude_service(store: Store, db
     assert payload == {"appointment_key": "scheduling|F:A2", "patient_age": 56, "patient_sex": "F",
                        "facility_zone": "UTC"}
     assert "A2" not in rows[0]["dedupe_key"] and "M2" not in rows[0]["dedupe_key"]
+
+
+async def test_a_reused_control_id_is_left_to_persist(channel: Channel, db_url: str) -> None:
+    await channel.send(siu(control="C1", filler="A1", mrn="M1"))
+    ex = await channel.send(siu(control="C1", filler="A2", mrn="M2"))     # same MSH-10, other booking
+    assert ex.outcome is Outcome.REJECTED and ex.problem.code == 205 and "MSH-10" in ex.problem.text
+    assert "conflicts" not in ex.data
+
+
+async def test_a_held_slot_lock_answers_ar_206(db_url: str) -> None:
+    """The booking waits for the slot's lock; past the store's lock_timeout it is AR 206, and the
+    same message goes through once the lock is free."""
+    from radsched_engine.conflicts.bookings import lock_names
+    from radsched_engine.rules import Booking
+    from radsched_engine.store.conflicts import lock_ids
+
+    store = await Store.open(db_url, pool_min=1, pool_max=2, command_timeout=1.0)   # lock_timeout 0.5 s
+    holder = await store.pool.acquire()
+    try:
+        channel = Channel(store)
+        start = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+        slot = Booking("x", "|", start, start + timedelta(minutes=30), locations=("CT1",))
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
+                             lock_ids(lock_names(slot)))
+        raw = siu(control="C1", filler="A1", mrn="M1")
+        ex = await channel.send(raw)
+        assert ex.outcome is Outcome.RETRY and ex.problem.code == 206 and "slot" in ex.problem.text
+        await tx.rollback()
+        assert (await channel.send(raw)).outcome is Outcome.ACCEPTED
+    finally:
+        await store.pool.release(holder)
+        await store.close()
