@@ -56,6 +56,7 @@ from typing import Any
 import asyncpg
 
 from .. import pipeline
+from ..domain.extract import event_for
 from ..domain.model import AppointmentEvent, OrderEvent
 from ..errors import Drop, Location, Problem, Reject, Retry
 from ..exchange import Exchange, Outcome
@@ -70,12 +71,6 @@ class PersistOptions:
         "doc": "Length of a booked appointment whose message gives no duration (minutes)."})
 
 
-def _event_for(exchange: Exchange, tz: tzinfo) -> AppointmentEvent | OrderEvent | None:
-    from ..domain.extract import event_for
-
-    return event_for(exchange, tz)
-
-
 class PersistStage:
     """Applies the exchange's event with ``exchange.tx`` (the unit of work's transaction)."""
 
@@ -86,7 +81,7 @@ class PersistStage:
         self.default_duration = timedelta(minutes=options.default_duration_minutes)
 
     async def __call__(self, exchange: Exchange) -> None:
-        event = exchange.data["event"] if "event" in exchange.data else _event_for(exchange, self.tz)
+        event = event_for(exchange, self.tz)           # memoised in exchange.data["event"]
         try:
             if isinstance(event, AppointmentEvent):
                 await self._appointment(exchange, event)
@@ -109,13 +104,12 @@ class PersistStage:
             extra["conflicts"] = exchange.data["conflicts"]
         fields = mapping.appointment_patch(event, default_duration=self.default_duration, **extra)
         resources = mapping.resource_rows(event.resources)
-        msh = journal.header(exchange)
-        app, fac = (msh.sending_application, msh.sending_facility) if msh else ("", "")
         meta = journal.meta(exchange, Outcome.ACCEPTED)
         done = await appointments.apply_appointment(
             exchange.tx, meta=meta, raw=exchange.raw, content_hash=journal.content_hash(exchange),
-            message_lock=journal.message_lock(self.channel, app, fac, meta["control_id"]), keys=keys,
-            trigger=event.trigger, event_time=event.event_time, fields=fields,
+            message_lock=journal.message_lock(self.channel, meta["sending_application"],
+                                              meta["sending_facility"], meta["control_id"]),
+            keys=keys, trigger=event.trigger, event_time=event.event_time, fields=fields,
             resources=resources if resources and event.trigger in ("S12", "S13", "S14") else None,
             merge=event.trigger == "S14")
         self._settle(exchange, done.result, done.detail, keys[0])
@@ -129,8 +123,8 @@ class PersistStage:
 
     async def _orders(self, exchange: Exchange, event: OrderEvent) -> None:
         msh = journal.header(exchange)
-        app, fac = (msh.sending_application, msh.sending_facility) if msh else ("", "")
-        control_id = msh.control_id if msh else ""
+        app, fac, control_id = ((msh.sending_application, msh.sending_facility, msh.control_id)
+                                if msh is not None else ("", "", ""))
         conn = exchange.tx
         state, ack = await orders.claim_message(
             conn, journal.message_lock(self.channel, app, fac, control_id), self.channel, app, fac,

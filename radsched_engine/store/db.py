@@ -134,8 +134,9 @@ class UnitOfWork:
     """The transaction around a channel's transactional stages, and its message journal.
 
     ``transaction(exchange)``: acquire a connection, BEGIN, set ``exchange.tx``; on exit with an
-    accepted outcome the journal row is inserted (unless the persist stage already wrote it in
-    its own statement, see ``exchange.journal_id``) and the transaction commits. With any other
+    accepted outcome the journal row is inserted and the transaction commits. (The persist stage
+    writes the row in its own statement to save a round trip: it sets ``exchange.journal_id``
+    and ``exchange.data["journaled_warnings"]``; warnings added after it are written here.) With any other
     outcome the whole transaction is rolled back and the journal row alone is inserted and
     committed. A failure to journal or commit propagates (the runner answers AR 207).
     ``exchange.journal_id`` is set once the row is committed, and is None otherwise.
@@ -211,7 +212,3 @@ class UnitOfWork:
         if isinstance(exc, Exception):
             metrics.STORE_FAILURES.labels(failure_reason(exc)).inc()
 
-
-def record_to_dict(record: Any) -> dict[str, Any] | None:
-    """An asyncpg Record (or None) as a plain dict."""
-    return dict(record.items()) if record is not None else None

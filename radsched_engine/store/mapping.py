@@ -12,7 +12,6 @@ from ..domain.model import NULL, AppointmentEvent, Patient, Phone, Resource
 # Trigger → stored status; SCH-25 (table 0278, spelled many ways) may refine it, see status_for.
 TRIGGER_STATUS = {"S12": "SCHEDULED", "S13": "SCHEDULED", "S14": "SCHEDULED", "S15": "CANCELLED",
                   "S16": "DISCONTINUED", "S17": "DELETED", "S26": "NO_SHOW"}
-INACTIVE = frozenset({"CANCELLED", "DELETED", "NO_SHOW", "DISCONTINUED"})
 _FILLER_STATUS = {
     "booked": "SCHEDULED", "scheduled": "SCHEDULED", "confirmed": "SCHEDULED", "overbook": "SCHEDULED",
     "sch": "SCHEDULED", "pending": "PENDING", "waitlist": "PENDING", "tentative": "PENDING",

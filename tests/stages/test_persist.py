@@ -516,3 +516,24 @@ async def test_a_locked_record_is_ar_206_and_journaled(db_url: str) -> None:
         assert (await appointment_row(db_url))["notes"] == "blocked"
     finally:
         await store.close()
+
+
+async def test_warnings_added_after_persist_reach_the_journal_row(store: Store, db_url: str) -> None:
+    from radsched_engine.errors import Problem
+    from radsched_engine.pipeline import StageSpec
+
+    class Later:
+        async def __call__(self, ex: Exchange) -> None:
+            ex.warnings.append(Problem(0, "note from a later stage", None, "W"))
+
+    settings = SimpleNamespace(name="scheduling", tz=UTC)
+    persist = PersistStage(PersistOptions(), Resources(channel="scheduling", settings=settings))
+    later = StageSpec("later", "test", object, lambda o, r: Later(), transactional=True)
+    pipeline = Pipeline("scheduling", [(SPEC, persist), (later, Later())],
+                        store.unit_of_work("scheduling"))
+    ex = Harness(store).exchange(appt())
+    await pipeline.run(ex)
+    assert ex.outcome is Outcome.ACCEPTED
+    [row] = await journal_rows(db_url)
+    assert row["id"] == ex.journal_id
+    assert [w["text"] for w in json.loads(row["warnings"])] == ["note from a later stage"]
