@@ -114,6 +114,13 @@ def escape_text(text: str, d: Delimiters) -> str:
     return text
 
 
+def to_wire(segments: list[str]) -> bytes:
+    """ACK segments as the bytes to send. Our own text is ASCII (``escape_text``); the fields
+    echoed from the inbound MSH were read from its bytes as latin-1, so they go back byte for
+    byte (MSA-2 is the sender's MSH-10 verbatim, whatever its bytes). Never raises."""
+    return ("\r".join(segments) + "\r").encode("latin-1", "replace")
+
+
 def _version_tuple(version: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in version.split(".")[:3])
@@ -133,7 +140,7 @@ class AckBuilder:
         warnings: list[Problem] | tuple[Problem, ...] = (), user_text: str | None = None,
     ) -> bytes:
         """One ACK message: MSH, MSA and an ERR per problem (error first, then warnings)."""
-        return "\r".join(self.segments(header, code, problem, warnings, user_text)).encode("ascii") + b"\r"
+        return to_wire(self.segments(header, code, problem, warnings, user_text))
 
     def segments(
         self, header: MshHeader | None, code: str, problem: Problem | None = None,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import structlog
 
 from . import metrics
-from .ack import AckBuilder, AckIdentity, ack_code_for, wants_reply
+from .ack import AckBuilder, AckIdentity, ack_code_for, to_wire, wants_reply
 from .errors import Problem
 from .exchange import Exchange, Outcome
 from .hl7.msh import MshHeader, find_msh, sniff_msh
@@ -150,7 +150,7 @@ class Channel:
         self._count(ex)
         if segments is None:
             return None
-        return ("\r".join(segments) + "\r").encode("ascii")
+        return to_wire(segments)
 
     async def _multi(self, plan: FramePlan, peer: str, started: float) -> bytes | None:
         """Process each message in order; stop at the first not accepted and answer for it."""
@@ -161,7 +161,7 @@ class Channel:
             self._count(ex)
             if not (ex.outcome and ex.outcome.accepted):
                 break
-        return ("\r".join(last) + "\r").encode("ascii") if last else None
+        return to_wire(last) if last else None
 
     async def _batch(self, frame: bytes, plan: FramePlan, peer: str, started: float) -> bytes:
         lines: list[str] = []
@@ -181,7 +181,7 @@ class Channel:
         bhs = f"BHS{f}{enc}{f}{ident.sending_application}{f}{ident.sending_facility}{f}{their[0]}" \
               f"{f}{their[1]}{f}{datetime.now(UTC).strftime('%Y%m%d%H%M%S+0000')}"
         count = sum(1 for ln in lines if ln.startswith("MSH"))
-        return ("\r".join([bhs, *lines, f"BTS{f}{count}"]) + "\r").encode("ascii")
+        return to_wire([bhs, *lines, f"BTS{f}{count}"])
 
     def _count(self, ex: Exchange) -> None:
         key = (metrics.type_label(ex.message_type), ex.ack_code or "none")
