@@ -194,7 +194,7 @@ class Connection(asyncio.Protocol):
                 self.queue.append(event)
             else:
                 self._problem(event)
-                if self.decoder.failed:
+                if type(event) is Oversize:    # answered; the connection is closing
                     return
         if self.decoder.in_frame:
             if self.frame_started is None:
