@@ -18,6 +18,10 @@ from .framing import Abandoned, FrameDecoder, Junk, Oversize, encode
 
 log = structlog.get_logger("radsched.mllp")
 
+# After a final answer (the oversize NAK), how long a connection keeps reading and dropping what
+# the peer still sends before it closes: see ``Connection._linger``.
+LINGER_SECONDS = 2.0
+
 
 class FrameHandler(Protocol):
     """What a listener serves: the channel. It returns the reply payload (or None for none).
@@ -238,9 +242,28 @@ class Connection(asyncio.Protocol):
                         limit=self.limits.max_frame_bytes)
             reply = self.server.handler.oversize(event.head, event.size, self.peer)
             self.queue.clear()
+            self.closing = True             # nothing else is served or written on it
             if reply is not None and self.transport is not None:
                 self.transport.write(encode(reply))
-            self.close()
+            self._linger()
+
+    def _linger(self) -> None:
+        """Close after a final answer without losing it (HTTP servers' "lingering close").
+
+        Closing a socket with unread input makes the kernel reset the connection, and the reset
+        can destroy the answer before the peer reads it (a sender still streaming a huge frame
+        never saw its NAK). So: end our side after the answer (FIN), keep reading and dropping
+        what the peer sends (the failed decoder keeps nothing) until it closes or
+        ``LINGER_SECONDS`` pass, then close.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing() or not transport.can_write_eof():
+            self.close()                    # TLS cannot half-close
+            return
+        transport.write_eof()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(LINGER_SECONDS, self.close)
 
     # -- serving -----------------------------------------------------------------------------
     def _serve_inline(self) -> None:
