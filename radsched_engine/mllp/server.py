@@ -299,6 +299,7 @@ class Connection(asyncio.Protocol):
             if self.reading_paused and len(queue) <= self.limits.max_queued_frames // 2:
                 self.reading_paused = False
                 self.transport.resume_reading()  # type: ignore[union-attr]
+                self._restart_frame_clock()
             reply = await handler.handle(frame, self.peer)
             self.last_activity = self.loop.time()
             if reply is None or self.closing:
@@ -317,6 +318,16 @@ class Connection(asyncio.Protocol):
             self.close()
 
     # -- timers ------------------------------------------------------------------------------
+    def _restart_frame_clock(self) -> None:
+        """Reading resumed: a frame half read when it paused gets a whole ``frame_timeout``."""
+        if self.frame_started is None or self.closing:
+            return
+        now = self.loop.time()
+        self.frame_started = now
+        deadline = now + self.limits.frame_timeout
+        if self.timer is None or self.timer.when() > deadline:
+            self._arm(deadline)
+
     def _arm(self, when: float) -> None:
         if self.timer is not None:
             self.timer.cancel()
@@ -328,7 +339,9 @@ class Connection(asyncio.Protocol):
             return
         now = self.loop.time()
         limits = self.limits
-        started = self.frame_started
+        # While reading is paused (our queue is full) a half-read frame cannot progress: that
+        # time is ours, not the sender's, so the frame clock only runs while we read.
+        started = None if self.reading_paused else self.frame_started
         if started is not None and self.decoder.in_frame and now - started >= limits.frame_timeout:
             metrics.FRAME_ERRORS.labels(self.server.name, "frame_timeout").inc()
             log.warning("frame_timeout", channel=self.server.name, peer=self.peer,
@@ -343,8 +356,8 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         deadlines = [self.last_activity + limits.idle_timeout]
-        if self.frame_started is not None:
-            deadlines.append(self.frame_started + limits.frame_timeout)
+        if started is not None:
+            deadlines.append(started + limits.frame_timeout)
         self._arm(max(min(deadlines), now + 0.05))
 
 
