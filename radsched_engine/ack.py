@@ -54,6 +54,24 @@ def wants_reply(header: MshHeader | None, success: bool, mode: str = "auto") -> 
     return _asked(application or "AL", success), False
 
 
+def reply_code(header: MshHeader | None, outcome: Outcome, problem_code: int | None = None,
+               replay: str | None = None, mode: str = "auto") -> str | None:
+    """The MSA-1 a message is answered with, or None when no reply is due.
+
+    The one decision both the channel (what it writes) and the journal (what it records) use:
+    the outcome table, enhanced mode (MSH-15/16), AR/CR for a frame without a usable MSH, the
+    first answer repeated for a redelivery, and no reply to an inbound ACK.
+    """
+    send, enhanced = wants_reply(header, outcome.accepted, mode)
+    if not send or (header is not None and header.message_code == "ACK"):
+        return None
+    if header is None:
+        return "CR" if enhanced else "AR"
+    if outcome is Outcome.DUPLICATE and replay and not enhanced:
+        return replay
+    return ack_code_for(outcome, problem_code, enhanced=enhanced)
+
+
 def _asked(rule: str, success: bool) -> bool:
     return {"NE": False, "ER": not success, "SU": success}.get(rule, True)
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import structlog
 
 from . import metrics
-from .ack import AckBuilder, AckIdentity, ack_code_for, to_wire, wants_reply
+from .ack import AckBuilder, AckIdentity, reply_code, to_wire, wants_reply
 from .errors import Problem
 from .exchange import Exchange, Outcome
 from .hl7.msh import MshHeader, find_msh, sniff_msh
@@ -120,7 +120,8 @@ class Channel:
         return self.acks.build(header, code, problem)
 
     async def _process(self, raw: bytes, peer: str, preset: Problem | None = None) -> Exchange:
-        ex = Exchange(raw=raw, channel=self.name, peer=peer, received_at=datetime.now(UTC))
+        ex = Exchange(raw=raw, channel=self.name, peer=peer, received_at=datetime.now(UTC),
+                      ack_mode=self.ack_mode)
         if preset is not None:
             ex.outcome = Outcome.REJECTED
             ex.problem = preset
@@ -130,20 +131,11 @@ class Channel:
     def _reply_segments(self, ex: Exchange, started: float) -> tuple[list[str] | None, MshHeader | None]:
         header = ex.message.header if ex.message is not None else sniff_msh(ex.raw)
         outcome = ex.outcome or Outcome.ERROR
-        code_value = ex.problem.code if ex.problem else None
-        send, enhanced = wants_reply(header, outcome.accepted, self.ack_mode)
-        if header is None:
-            code = "CR" if enhanced else "AR"   # nothing identifies the message: best-effort AR
-        elif outcome is Outcome.DUPLICATE and ex.replay_ack_code and not enhanced:
-            code = ex.replay_ack_code
-        else:
-            code = ack_code_for(outcome, code_value, enhanced=enhanced)
-        ex.ack_code = code if send else None
-        if header is not None and header.message_code == "ACK":
-            send = False                        # never acknowledge an acknowledgement
-            ex.ack_code = None
+        problem_code = ex.problem.code if ex.problem else None
+        code = ex.ack_code = reply_code(header, outcome, problem_code, ex.replay_ack_code,
+                                        self.ack_mode)
         self._log(ex, header, started)
-        if not send:
+        if code is None:
             return None, header
         return self.acks.segments(header, code, ex.problem, ex.warnings, ex.user_text), header
 

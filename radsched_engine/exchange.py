@@ -46,6 +46,7 @@ class Exchange:
     ack_code: str | None = None             # MSA-1 actually sent, filled in by the channel
     journal_id: int | None = None           # journal row id once committed
     replay_ack_code: str | None = None      # for a duplicate: the ACK code first sent
+    ack_mode: str = "auto"                  # the channel's ack.mode (auto / original)
 
     @property
     def control_id(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ..ack import ack_code_for
+from ..ack import reply_code
 from ..errors import Problem
 from ..exchange import Exchange, Outcome
 from ..hl7.msh import MshHeader, sniff_msh
@@ -71,8 +71,8 @@ def meta(exchange: Exchange, outcome: Outcome) -> dict[str, Any]:
         "sending_facility": msh.sending_facility if msh is not None else "",
         "message_type": exchange.message_type or (_type_of(msh) if msh is not None else ""),
         "outcome": outcome.value,
-        "ack_code": exchange.replay_ack_code if outcome is Outcome.DUPLICATE and
-        exchange.replay_ack_code else ack_code_for(outcome, problem.code if problem else None),
+        "ack_code": reply_code(msh, outcome, problem.code if problem else None,
+                               exchange.replay_ack_code, exchange.ack_mode),
         "error_code": problem.code if problem else None,
         "error_location": str(problem.location) if problem and problem.location else None,
         "error": problem.text if problem else None,

@@ -68,8 +68,9 @@ async def test_record_journals_a_message_without_usable_msh(store: Store, db_url
     await store.unit_of_work("scheduling").record(ex)
     [row] = await journal_rows(db_url)
     assert row["raw"] == b"garbage, not HL7"
+    # a frame without a usable MSH is answered AR (nothing identifies it); the journal says so
     assert (row["control_id"], row["message_type"], row["outcome"], row["ack_code"]) == (
-        "", "", "rejected", "AE")
+        "", "", "rejected", "AR")
     assert ex.journal_id == row["id"]
 
 
