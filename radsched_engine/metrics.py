@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+
+# The *_created series (one timestamp per label set) add nothing an operator reads.
+disable_created_metrics()
 
 # Label values are bounded: channel names come from config files, message types from the set
 # below (anything else is "other"), stages from the registry, ACK codes from table 0008.
