@@ -43,6 +43,7 @@ class Engine:
     background: list[Any] = field(default_factory=list)   # objects with async start()/stop()
     _embedded: Any = None
     _flusher: Any = None
+    _lock: Any = None
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _draining: set[Any] = field(default_factory=set)
     ready: bool = False
@@ -52,8 +53,10 @@ class Engine:
         return any(specs[s.name].transactional for ch in self.channels for s in ch.pipeline)
 
     async def start(self) -> None:
+        from .datadir import DataDirLock
         from .http import HttpServer
 
+        self._lock = DataDirLock(self.config.data_dir).acquire()
         if self.needs_store():
             await self._open_store()
         await self._start_services()
@@ -197,6 +200,8 @@ class Engine:
             await self.store.close()
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
+        if self._lock is not None:
+            self._lock.release()
         log.info("engine_stopped")
         if self._flusher is not None:
             self._flusher.cancel()

@@ -48,8 +48,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             failed.append(exc)
             import structlog
 
-            structlog.get_logger("radsched.app").error(
-                "start_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            from .datadir import StartupError
+
+            detail = str(exc) if isinstance(exc, StartupError) else f"{type(exc).__name__}: {exc}"
+            structlog.get_logger("radsched.app").error("start_failed", error=type(exc).__name__,
+                                                      detail=detail[:500])
+            print(f"radsched-engine: not started: {detail}", file=sys.stderr)
             await engine.stop(grace=0)
             asyncio.get_running_loop().stop()
 
