@@ -48,6 +48,18 @@ class Limits:
     max_queued_frames: int = 8        # complete frames waiting behind the one in flight
 
 
+TLS_HANDSHAKE_TIMEOUT = 10.0        # seconds a TLS client may take to complete its handshake
+
+
+def _tls_failure(exc: BaseException) -> str:
+    """A short reason for a failed handshake (OpenSSL's reason code, 'timeout', ...)."""
+    if isinstance(exc, ssl.SSLError):
+        return (exc.reason or type(exc).__name__).lower()
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return type(exc).__name__
+
+
 class MllpServer:
     """One listening socket serving one handler (a channel)."""
 
@@ -65,9 +77,10 @@ class MllpServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        # Plain TCP accept even for TLS: each connection checks the allowlist and the limit
+        # first and only then starts TLS itself (``Connection._handshake``).
         self._server = await loop.create_server(
-            lambda: Connection(self), self.host, self.port, ssl=self.ssl_context,
-            reuse_address=True, backlog=1024, ssl_handshake_timeout=10 if self.ssl_context else None)
+            lambda: Connection(self), self.host, self.port, reuse_address=True, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("listening", channel=self.name, listen=f"{self.host}:{self.port}",
                  tls=self.ssl_context is not None)
@@ -111,6 +124,8 @@ class Connection(asyncio.Protocol):
         self.decoder = FrameDecoder(self.limits.max_frame_bytes)
         self.queue: deque[bytes] = deque()
         self.worker: asyncio.Task[None] | None = None
+        self.handshake: asyncio.Task[None] | None = None
+        self.early: bytearray | None = None    # TLS data that arrived before start_tls returned
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.loop = asyncio.get_running_loop()
@@ -150,8 +165,46 @@ class Connection(asyncio.Protocol):
             return
         server.connections.add(self)
         server._open_gauge.inc()
+        if server.ssl_context is not None:
+            # Start TLS here: its first step hands the socket to the TLS layer before a byte is
+            # read (uvloop starts reading as soon as connection_made returns); a task goes on.
+            self.early = bytearray()
+            coro = self._handshake(transport, server.ssl_context)
+            try:
+                awaited = coro.send(None)
+            except StopIteration:
+                return
+            self.handshake = self.loop.create_task(_drive(coro, awaited))
+            return
+        self._opened()
+
+    async def _handshake(self, raw: asyncio.BaseTransport, context: ssl.SSLContext) -> None:
+        """TLS after the allowlist and limit checks; a failed handshake is counted and logged."""
+        server = self.server
+        try:
+            tls = await self.loop.start_tls(raw, self, context, server_side=True,  # type: ignore[arg-type]
+                                            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except Exception as exc:
+            self.early = None
+            raw.close()
+            if not (self.closing or server.draining):
+                metrics.CONNECTIONS.labels(server.name, "tls_failed").inc()
+                log.warning("tls_handshake_failed", channel=server.name, peer=self.peer,
+                            reason=_tls_failure(exc))
+            self.connection_lost(None)
+            return
+        if tls is None or self.closing:
+            return
+        self.transport = tls  # type: ignore[assignment]
+        early, self.early = self.early, None
+        self._opened()
+        if early:
+            self.data_received(bytes(early))
+
+    def _opened(self) -> None:
+        server = self.server
         metrics.CONNECTIONS.labels(server.name, "accepted").inc()
-        cert = transport.get_extra_info("peercert")
+        cert = self.transport.get_extra_info("peercert")  # type: ignore[union-attr]
         if cert:
             subject = ", ".join("=".join(x) for rdn in cert.get("subject", ()) for x in rdn)
             log.info("connection_open", channel=server.name, peer=self.peer, tls_subject=subject)
@@ -190,6 +243,9 @@ class Connection(asyncio.Protocol):
 
     # -- input -------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self.early is not None:           # decrypted before our handshake task resumed
+            self.early += data
+            return
         self._bytes.inc(len(data))
         now = self.loop.time()
         self.last_activity = now
@@ -359,6 +415,11 @@ class Connection(asyncio.Protocol):
         if started is not None:
             deadlines.append(started + limits.frame_timeout)
         self._arm(max(min(deadlines), now + 0.05))
+
+
+async def _drive(coro: Coroutine, awaited: object) -> None:
+    """A task running ``coro`` on after its first step was taken synchronously."""
+    await _resume(coro, awaited)
 
 
 @types.coroutine
