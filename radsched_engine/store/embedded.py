@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
+
+from ..datadir import StartupError
 
 log = structlog.get_logger("radsched.store")
 
@@ -42,16 +48,22 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
+        """Start (or find) the server; a failure is a StartupError naming ``pgdata`` and the cause."""
         pgserver, postmaster = _pgserver()
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        running = _running(postmaster, self.pgdata)
-        self._server = pgserver.get_server(self.pgdata, cleanup_mode=None)
-        if not running and not _running(postmaster, self.pgdata):
-            # pgserver caches one handle per data directory and does not restart a server that
-            # was stopped after the handle was made; bring it back up ourselves.
-            self._server.ensure_postgres_running()
-        self.started_here = not running
-        self._ensure_database()
+        with _pgserver_errors() as reported:
+            try:
+                self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+                running = _running(postmaster, self.pgdata)
+                self._server = pgserver.get_server(self.pgdata, cleanup_mode=None)
+                if not running and not _running(postmaster, self.pgdata):
+                    # pgserver caches one handle per data directory and does not restart a server
+                    # that was stopped after the handle was made; bring it back up ourselves.
+                    self._server.ensure_postgres_running()
+                self.started_here = not running
+                self._ensure_database()
+            except (OSError, subprocess.SubprocessError, AssertionError) as exc:
+                raise StartupError(f"embedded PostgreSQL in {self.pgdata} could not be started: "
+                                   f"{_cause(exc, reported)}") from None
         self.url = self._server.get_uri(self.database)
         log.info("embedded_postgres_started" if self.started_here else "embedded_postgres_found",
                  pgdata=str(self.pgdata))
@@ -83,6 +95,36 @@ class EmbeddedPostgres:
             log.warning("embedded_postgres_stop_failed", pgdata=str(self.pgdata))
         self.started_here = False
         log.info("embedded_postgres_stopped", pgdata=str(self.pgdata))
+
+
+_CAUSE = re.compile(r"(?:FATAL|PANIC|ERROR|error):\s*(.+)")
+
+
+@contextmanager
+def _pgserver_errors() -> Iterator[list[str]]:
+    """Collect what pgserver logs at error level (the failed command's stderr, the server log):
+    its exceptions carry only the exit status."""
+    seen: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("pgserver")
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+
+
+def _cause(exc: BaseException, reported: list[str]) -> str:
+    """The first FATAL/ERROR line PostgreSQL wrote, else the exception itself."""
+    for text in reported:
+        for line in text.splitlines():
+            found = _CAUSE.search(line)
+            if found and not line.startswith("Command "):
+                return found.group(1).strip()[:300]
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _running(postmaster: Any, pgdata: Path) -> bool:
