@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
+
+from ..datadir import StartupError
 from .db import Store, UnitOfWork
 from .embedded import EmbeddedPostgres, database_url, mask_url
 from .migrate import MigrationError, migrate
@@ -33,9 +36,13 @@ async def open_store(config: Any) -> tuple[Store, EmbeddedPostgres | None]:
         store = await Store.open(url, pool_min=db.pool_min, pool_max=db.pool_max,
                                  connect_timeout=db.connect_timeout,
                                  command_timeout=db.command_timeout)
-    except BaseException:
+    except BaseException as exc:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+        if isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+            reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) \
+                or type(exc).__name__
+            raise StartupError(f"database {mask_url(url)} cannot be used: {reason}") from None
         raise
     return store, embedded
 
