@@ -33,7 +33,8 @@ async def until(predicate: Any, timeout: float = 60.0, interval: float = 0.05) -
 class EngineProcess:
     """One engine process: channel files and engine config written under ``workdir``.
 
-    ``start()`` launches it (JSON logs at info into ``workdir/engine-<n>.log``); ``ready()``
+    ``start()`` launches it (JSON logs at info into ``workdir/engine-<n>.log``; integrations only
+    from ``env``, never from the caller's own ANTHROPIC_/TWILIO_/RADSCHED_ variables); ``ready()``
     waits for ``/readyz``; ``kill()``/``terminate()`` send SIGKILL/SIGTERM; ``events()`` parses
     the log lines. Starting again after a stop runs a new process on the same files and ports.
     """
@@ -48,7 +49,9 @@ class EngineProcess:
             write_channel(self.channels_dir, name, body)
         self.config = workdir / "engine.yaml"
         self.config.write_text("log: {format: json, level: info}\n" + engine_yaml)
-        self.env = {**os.environ, "RADSCHED_CHANNELS_DIR": str(self.channels_dir),
+        inherited = {k: v for k, v in os.environ.items()
+                     if not k.startswith(("ANTHROPIC_", "TWILIO_", "RADSCHED_"))}
+        self.env = {**inherited, "RADSCHED_CHANNELS_DIR": str(self.channels_dir),
                     "RADSCHED_DATA_DIR": str(data_dir or workdir / "data"),
                     "RADSCHED_METRICS_LISTEN": f"127.0.0.1:{self.metrics_port}",
                     "RADSCHED_DATABASE_URL": database_url, **(env or {})}
