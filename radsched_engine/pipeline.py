@@ -80,6 +80,17 @@ def registry() -> dict[str, StageSpec]:
 class UnitOfWork(Protocol):
     """The transaction around the transactional stages, and the journal of every message."""
 
+    async def run(self, exchange: Exchange, body: Callable[[Exchange], Awaitable[None]]) -> None:
+        """Run ``body`` (the transactional stages) with ``exchange.tx`` set, journal and commit.
+
+        Same contract as ``transaction``, except that the unit of work may run several waiting
+        exchanges' bodies in one transaction and commit them together (group commit); it may
+        also run a body again from the state it had before (after rolling its effects back), so
+        bodies keep their state in the exchange. Returns only after the commit; raises when
+        nothing could be committed.
+        """
+        ...
+
     def transaction(self, exchange: Exchange) -> AbstractAsyncContextManager[None]:
         """Open a transaction (``exchange.tx``); on exit journal the outcome and commit.
 
@@ -134,8 +145,12 @@ class Pipeline:
         try:
             if exchange.outcome is None and self._transactional:
                 assert uow is not None
-                async with uow.transaction(exchange):
-                    await self._run_steps(self._transactional, exchange)
+                run = getattr(uow, "run", None)
+                if run is not None:
+                    await run(exchange, self._transaction_body)
+                else:
+                    async with uow.transaction(exchange):
+                        await self._run_steps(self._transactional, exchange)
             elif uow is not None:
                 await uow.record(exchange)
         except Exception as exc:   # the commit or the journal failed: nothing was taken
@@ -147,6 +162,9 @@ class Pipeline:
             exchange.user_text = "The message could not be stored; resend it later."
         if exchange.outcome is None:
             exchange.outcome = Outcome.ACCEPTED
+
+    async def _transaction_body(self, exchange: Exchange) -> None:
+        await self._run_steps(self._transactional, exchange)
 
     async def _run_steps(self, steps: list[Step], exchange: Exchange) -> None:
         for step in steps:

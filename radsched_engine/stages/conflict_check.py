@@ -157,7 +157,7 @@ class ConflictCheckStage:
         await link_findings(conn, booking.key, strip=own.linked_keys() if own else (),
                             add=stored.mirrors(results, booking.key, own_id, ids))
         if self.review:
-            await self._queue_review(exchange, booking, own_id)
+            self._queue_review(exchange, booking, own_id)
 
     async def _release(self, exchange: Exchange, event: AppointmentEvent, keys: tuple[str, ...],
                        before: StoredAppointment | None) -> None:
@@ -172,13 +172,13 @@ class ConflictCheckStage:
             return
         await link_findings(exchange.tx, own.key, strip=own.linked_keys(), clear=own.id)
 
-    async def _queue_review(self, exchange: Exchange, booking: Booking, own_id: int | None) -> None:
+    def _queue_review(self, exchange: Exchange, booking: Booking, own_id: int | None) -> None:
         digest = hashlib.sha256(booking.key.encode()).hexdigest()[:16]
         message = journal.content_hash(exchange).hex()[:24]
         payload = {"appointment_key": booking.key, "patient_age": booking.patient_age,
                    "patient_sex": booking.patient_sex, "facility_zone": self.rules.config.facility_zone}
-        await outbox.enqueue(exchange.tx, AI_KIND, f"{AI_KIND}:{digest}:{message}", payload,
-                             appointment_id=own_id)
+        outbox.defer(exchange, AI_KIND, f"{AI_KIND}:{digest}:{message}", payload,
+                     appointment_id=own_id)
 
     def _count(self, results: list[Finding]) -> None:
         for f in results:

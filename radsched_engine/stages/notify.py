@@ -1,8 +1,9 @@
 """The ``notify`` stage: queue the patient's text about a booked, moved or cancelled appointment.
 
-Nothing is sent here. Inside the persist transaction the stage writes one ``sms`` outbox row per
-appointment event it is configured for; the outbox worker sends it after commit (so a text is
-never lost, never holds up the ACK, and a rolled-back message never texts anyone).
+Nothing is sent here. Inside the persist transaction the stage queues one ``sms`` outbox row per
+appointment event it is configured for (``outbox.defer``: the unit of work writes it just before
+the commit); the outbox worker sends it after commit (so a text is never lost, never holds up
+the ACK, and a rolled-back message never texts anyone).
 
 Decided at enqueue time, stored in the row's payload: the number (PID-13, PID-14 when
 ``use_business_phone``; mobile ``CP`` repetitions first; E.164 in ``region``; none → the row is
@@ -39,7 +40,7 @@ from ..notify.templates import (
     prep_from_findings,
     render,
 )
-from ..store.outbox import enqueue
+from ..store.outbox import defer
 
 KIND = "sms"
 
@@ -106,8 +107,7 @@ class NotifyStage:
         payload = self.payload(exchange, event, appointment, start)
         not_before = opens_at(now, self.quiet["start"], self.quiet["end"], self.tz) if self.quiet else None
         key = f"{KIND}:{appointment['id']}:{event.trigger}:{exchange.journal_id or exchange.control_id}"
-        await enqueue(exchange.tx, KIND, key, payload, not_before=not_before,
-                      appointment_id=appointment["id"])
+        defer(exchange, KIND, key, payload, not_before=not_before, appointment_id=appointment["id"])
 
     def payload(self, exchange: Exchange, event: AppointmentEvent, appointment: dict[str, Any],
                 start: datetime | None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import structlog
 
 from .. import metrics
 from ..exchange import Exchange, Outcome
-from . import journal
+from . import journal, outbox
 
 log = structlog.get_logger("radsched.store")
 
@@ -127,7 +127,10 @@ class Store:
             return False
 
     def unit_of_work(self, channel: str) -> UnitOfWork:
-        return UnitOfWork(self, channel)
+        """The channel's unit of work: group commit over this store (``store.group``)."""
+        from .group import GroupUnitOfWork
+
+        return GroupUnitOfWork(self, channel)
 
 
 class UnitOfWork:
@@ -179,7 +182,10 @@ class UnitOfWork:
         metrics.STORE_SECONDS.labels("transaction").observe(time.perf_counter() - started)
 
     async def _finish_accepted(self, conn: asyncpg.Connection, exchange: Exchange,
-                               outcome: Outcome) -> None:
+                               outcome: Outcome, *, flush: bool = True) -> None:
+        """Journal an accepted exchange (unless persist did) and write its deferred outbox rows."""
+        if flush:
+            await outbox.flush(conn, list(exchange.data.get(outbox.PENDING, ())))
         if exchange.journal_id is None:
             exchange.journal_id = await self._insert(conn, exchange, outcome)
         elif len(exchange.warnings) != exchange.data.get("journaled_warnings", 0):

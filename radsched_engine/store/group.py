@@ -1,0 +1,209 @@
+"""Group commit: the transactional stages of several waiting exchanges in one transaction, one commit.
+
+Each MLLP connection has one message in flight, so exchanges waiting here come from different
+connections and per-connection order holds whatever the grouping. A writer takes every exchange
+waiting (up to ``max_batch``) and, on one pooled connection:
+
+    BEGIN (with a short lock_timeout)
+    each member's stages (and its journal row, which persist writes with its effects)
+    the outbox rows the members' stages deferred, in one statement
+    COMMIT
+
+and only then releases the members, whose ACKs the channel writes (AA only after commit). No
+savepoints (each would cost a round trip per message): when a member's outcome is not accepted
+(rejected; AR for a lock waited on too long or a deadlock; an internal error) the whole batch is
+rolled back, nothing of it committed. Then the members before it run again as a batch, it runs
+alone in a transaction of its own (its effects rolled back, its journal row committed: the
+``UnitOfWork.transaction`` path), and the members after it go back to the head of the queue: a
+failing member never poisons the others, at the price of doing the work before it twice (stage
+metrics count those runs twice). Every body is run again from the exchange's state before its
+first run (``_Snapshot``). If the batch itself fails (the database went away, the commit failed)
+nothing of it is committed and every member gets the exception (AR 207).
+
+With one exchange waiting (one connection, or a quiet moment) it runs in the caller's task
+exactly as ``UnitOfWork.transaction`` does. ``writers`` batches may be in flight at once (on
+different connections), so the engine's CPU work overlaps the database's; two batches locking
+the same resources in different orders wait at most ``BATCH_LOCK_TIMEOUT_MS`` for each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import metrics
+from ..exchange import Exchange, Outcome
+from . import outbox
+from .db import Store, UnitOfWork
+
+Body = Callable[[Exchange], Awaitable[None]]
+
+# A member waiting longer than this for a lock inside a batch gives up (AR 206 inside the
+# batch) and is run again alone with the store's normal lock_timeout: two batches that lock
+# the same resources in different orders never wait on each other for long.
+BATCH_LOCK_TIMEOUT_MS = 200
+
+
+@dataclass(slots=True)
+class _Member:
+    exchange: Exchange
+    body: Body
+    done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    """What the transactional stages may change on an exchange, to run it again from scratch."""
+
+    outcome: Outcome | None
+    problem: Any
+    user_text: str | None
+    warnings: list[Any]
+    data: dict[str, Any]
+    journal_id: int | None
+    replay_ack_code: str | None
+
+    @classmethod
+    def of(cls, ex: Exchange) -> _Snapshot:
+        return cls(ex.outcome, ex.problem, ex.user_text, list(ex.warnings), dict(ex.data),
+                   ex.journal_id, ex.replay_ack_code)
+
+    def restore(self, ex: Exchange) -> None:
+        ex.outcome, ex.problem, ex.user_text = self.outcome, self.problem, self.user_text
+        ex.warnings, ex.data = list(self.warnings), dict(self.data)
+        ex.journal_id, ex.replay_ack_code, ex.tx = self.journal_id, self.replay_ack_code, None
+
+
+class GroupUnitOfWork(UnitOfWork):
+    """``UnitOfWork`` plus ``run``: the pipeline's entry point, which groups waiting exchanges."""
+
+    def __init__(self, store: Store, channel: str, *, max_batch: int = 32, writers: int = 2) -> None:
+        super().__init__(store, channel)
+        self.max_batch = max(1, max_batch)
+        self.writers = max(1, writers)
+        self._queue: deque[_Member] = deque()
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._begin = f"BEGIN; SET LOCAL lock_timeout = {BATCH_LOCK_TIMEOUT_MS}"
+
+    async def run(self, exchange: Exchange, body: Body) -> None:
+        """Run ``body`` (the transactional stages) for ``exchange`` inside a transaction, journal
+        the outcome and commit; returns once committed, raises when nothing could be committed."""
+        if self._running < self.writers and not self._queue:
+            self._running += 1               # nobody waiting: run it here, as a batch of one
+            try:
+                await self._alone(exchange, body)
+            finally:
+                self._running -= 1
+                self._wake()
+            return
+        member = _Member(exchange, body, asyncio.get_running_loop().create_future())
+        self._queue.append(member)
+        self._wake()
+        await member.done
+
+    def _wake(self) -> None:
+        """Start a writer task when exchanges wait and fewer than ``writers`` are busy."""
+        while self._queue and self._running < self.writers:
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._writer())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _writer(self) -> None:
+        try:
+            while self._queue:
+                take = min(len(self._queue), self.max_batch)
+                await self._run([self._queue.popleft() for _ in range(take)])
+        finally:
+            self._running -= 1
+            self._wake()
+
+    async def _run(self, members: list[_Member]) -> None:
+        if len(members) == 1:
+            await self._settle(members[0], self._alone(members[0].exchange, members[0].body))
+        elif members:
+            await self._batch(members)
+
+    async def _alone(self, exchange: Exchange, body: Body) -> None:
+        async with self.transaction(exchange):
+            await body(exchange)
+
+    @staticmethod
+    async def _settle(member: _Member, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception as exc:
+            if not member.done.done():
+                member.done.set_exception(exc)
+        else:
+            if not member.done.done():
+                member.done.set_result(None)
+
+    async def _batch(self, batch: list[_Member]) -> None:
+        started = time.perf_counter()
+        snapshots = [_Snapshot.of(m.exchange) for m in batch]
+        outcomes: list[Outcome] = []
+        try:
+            async with self.store.connection() as conn:
+                await conn.execute(self._begin)
+                try:
+                    for member in batch:
+                        ex = member.exchange
+                        ex.tx = conn
+                        try:
+                            await member.body(ex)
+                        finally:
+                            ex.tx = None
+                        outcome = ex.outcome or Outcome.ACCEPTED
+                        if not outcome.accepted:
+                            break
+                        await self._finish_accepted(conn, ex, outcome, flush=False)
+                        outcomes.append(outcome)
+                    if len(outcomes) == len(batch):
+                        await outbox.flush(conn, [row for m in batch
+                                                  for row in m.exchange.data.get(outbox.PENDING, ())])
+                        await conn.execute("COMMIT")
+                    else:
+                        await conn.execute("ROLLBACK")
+                except BaseException:
+                    if not conn.is_closed():
+                        await _quietly(conn.execute("ROLLBACK"))
+                    raise
+        except Exception as exc:
+            self._failed(exc)
+            for member in batch:
+                member.exchange.journal_id = None
+                if not member.done.done():
+                    member.done.set_exception(exc)
+            return
+        if len(outcomes) == len(batch):
+            seconds = time.perf_counter() - started
+            for member, outcome in zip(batch, outcomes, strict=True):
+                metrics.JOURNAL_ROWS.labels(outcome.value).inc()
+                metrics.STORE_SECONDS.labels("batch").observe(seconds)
+                if not member.done.done():
+                    member.done.set_result(None)
+            return
+        # Member ``failed`` was not accepted and nothing was committed: the members before it
+        # again (as a batch), it alone, the members after it back to the head of the queue.
+        failed = len(outcomes)
+        for member, snapshot in zip(batch[:failed + 1], snapshots, strict=False):
+            snapshot.restore(member.exchange)
+        self._queue.extendleft(reversed(batch[failed + 1:]))
+        await self._run(batch[:failed])
+        await self._run([batch[failed]])
+
+
+async def _quietly(work: Awaitable[Any]) -> None:
+    try:
+        await work
+    except Exception:
+        pass
+
+
+__all__ = ["BATCH_LOCK_TIMEOUT_MS", "GroupUnitOfWork"]

@@ -1,0 +1,236 @@
+"""Group commit on real PostgreSQL: waiting exchanges share one transaction; a failing member poisons none."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from radsched_engine.errors import Problem
+from radsched_engine.exchange import Exchange, Outcome
+from radsched_engine.pipeline import Pipeline, StageSpec
+from radsched_engine.store import Store
+from radsched_engine.store.group import GroupUnitOfWork
+from radsched_engine.store.outbox import defer
+from tests.store.helpers import exchange, fetch, journal_rows, siu
+
+Body = Callable[[Exchange], Awaitable[None]]
+
+
+async def _probe_table(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE TABLE probe (n text PRIMARY KEY, tx bigint NOT NULL, "
+                           "ref text REFERENCES probe (n) DEFERRABLE INITIALLY DEFERRED)")
+    finally:
+        await conn.close()
+
+
+def writer(*, outcome: Callable[[Exchange], Outcome | None] = lambda ex: None,
+           before: Callable[[Exchange], Awaitable[None]] | None = None, ref: str | None = None) -> Body:
+    """A body that records its message in ``probe`` (with its transaction id), queues an outbox
+    row, then sets ``outcome(ex)``; ``ref`` makes the row break a deferred FK at commit."""
+    async def body(ex: Exchange) -> None:
+        if before is not None:
+            await before(ex)
+        name = ex.raw.decode().split("|")[9]
+        tx = await ex.tx.fetchval("INSERT INTO probe VALUES ($1, txid_current(), $2) RETURNING tx",
+                                  name, ref if name.endswith("-bad") else None)
+        ex.data["tx"] = tx
+        ex.data["runs"] = ex.data.get("runs", 0) + 1
+        defer(ex, "sms", f"k-{name}", {"n": name})
+        decided = outcome(ex)
+        if decided is not None:
+            ex.outcome = decided
+            ex.problem = Problem(206 if decided is Outcome.RETRY else 205, f"{decided.value} by test")
+    return body
+
+
+async def run_all(uow: GroupUnitOfWork, items: list[tuple[Exchange, Body]],
+                  gate: asyncio.Event) -> list[BaseException | None]:
+    """Start every exchange while the first one holds the (only) writer, then let them go."""
+    async def hold(ex: Exchange) -> None:
+        await gate.wait()
+
+    async def one(ex: Exchange, body: Body) -> BaseException | None:
+        try:
+            await uow.run(ex, body)
+        except Exception as exc:
+            return exc
+        return None
+
+    first = asyncio.create_task(uow.run(exchange(siu("S12", "HOLD")), writer(before=hold)))
+    await asyncio.sleep(0.05)
+    tasks = [asyncio.create_task(one(ex, body)) for ex, body in items]
+    await asyncio.sleep(0.05)
+    assert len(uow._queue) == len(items)            # all waiting behind the first
+    gate.set()
+    await first
+    return list(await asyncio.gather(*tasks))
+
+
+@pytest.fixture
+async def uow(store: Store, db_url: str) -> GroupUnitOfWork:
+    await _probe_table(db_url)
+    return GroupUnitOfWork(store, "scheduling", writers=1)
+
+
+async def test_waiting_exchanges_commit_in_one_transaction(uow: GroupUnitOfWork, db_url: str) -> None:
+    items = [(exchange(siu("S12", f"M{i}")), writer()) for i in range(8)]
+    errors = await run_all(uow, items, asyncio.Event())
+    assert errors == [None] * 8
+    txs = {ex.data["tx"] for ex, _ in items}
+    assert len(txs) == 1                              # one transaction for the eight
+    rows = await journal_rows(db_url)
+    assert [r["control_id"] for r in rows] == ["HOLD"] + [f"M{i}" for i in range(8)]
+    assert all(r["outcome"] == "accepted" for r in rows)
+    assert all(ex.journal_id == r["id"] for (ex, _), r in zip(items, rows[1:], strict=True))
+    keys = [r["dedupe_key"] for r in await fetch(db_url, "SELECT dedupe_key FROM outbox ORDER BY id")]
+    assert keys == ["k-HOLD"] + [f"k-M{i}" for i in range(8)]
+
+
+async def test_a_rejected_member_commits_its_journal_row_and_poisons_no_other(
+        uow: GroupUnitOfWork, db_url: str) -> None:
+    seen: list[str] = []
+
+    def rejects(ex: Exchange) -> Outcome | None:
+        name = ex.raw.decode().split("|")[9]
+        seen.append(name)
+        return Outcome.REJECTED if name in ("FIRST", "M2") else None
+
+    items = [(exchange(siu("S12", name)), writer(outcome=rejects))
+             for name in ("FIRST", "M0", "M1", "M2", "M3", "M4")]
+    assert await run_all(uow, items, asyncio.Event()) == [None] * 6
+    probe = {r["n"] for r in await fetch(db_url, "SELECT n FROM probe")}
+    assert probe == {"HOLD", "M0", "M1", "M3", "M4"}               # rejected effects undone
+    outbox = {r["dedupe_key"] for r in await fetch(db_url, "SELECT dedupe_key FROM outbox")}
+    assert outbox == {"k-HOLD", "k-M0", "k-M1", "k-M3", "k-M4"}
+    journal = {r["control_id"]: r for r in await journal_rows(db_url)}
+    assert journal["M2"]["outcome"] == "rejected" and journal["M2"]["error_code"] == 205
+    assert journal["FIRST"]["outcome"] == "rejected" and items[0][0].journal_id is not None
+    assert all(journal[f"M{i}"]["outcome"] == "accepted" for i in (0, 1, 3, 4))
+    assert all(items[i][0].journal_id == journal[items[i][0].raw.decode().split("|")[9]]["id"]
+               for i in range(6))
+    # FIRST fails the first batch at once (alone: rejected again); M0-M2 go first in the next
+    # batch, M2 fails it, M0 and M1 run again as a batch, M2 alone, then M3 and M4.
+    assert seen == ["FIRST", "FIRST", "M0", "M1", "M2", "M0", "M1", "M2", "M3", "M4"]
+    assert items[1][0].data["tx"] == items[2][0].data["tx"] != items[4][0].data["tx"]
+
+
+async def test_a_member_that_must_retry_runs_again_alone_and_the_others_commit(
+        uow: GroupUnitOfWork, db_url: str) -> None:
+    # The first attempt (inside the batch) ends in AR 206, like a lock wait cut short; the
+    # second, alone, succeeds. The first attempt's row and outbox row were rolled back.
+    attempts: list[str] = []
+
+    def first_attempt_retries(ex: Exchange) -> Outcome | None:
+        attempts.append(ex.raw.decode().split("|")[9])
+        return Outcome.RETRY if len(attempts) == 1 else None
+
+    flaky = writer(outcome=first_attempt_retries)
+    items = [(exchange(siu("S12", f"M{i}")), flaky if i == 1 else writer()) for i in range(4)]
+    assert await run_all(uow, items, asyncio.Event()) == [None] * 4
+    ex1 = items[1][0]
+    assert attempts == ["M1", "M1"]
+    assert ex1.outcome is None and ex1.data["runs"] == 1            # state restored before the rerun
+    journal = {r["control_id"]: r for r in await journal_rows(db_url)}
+    assert set(journal) == {"HOLD", "M0", "M1", "M2", "M3"}
+    assert all(r["outcome"] == "accepted" for r in journal.values())
+    assert journal["M0"]["id"] < journal["M1"]["id"] < journal["M2"]["id"]
+    assert items[2][0].data["tx"] == items[3][0].data["tx"] != ex1.data["tx"]
+    assert len(await fetch(db_url, "SELECT 1 FROM outbox WHERE dedupe_key = 'k-M1'")) == 1
+    assert len(await fetch(db_url, "SELECT 1 FROM probe WHERE n = 'M1'")) == 1
+
+
+async def test_a_failed_commit_answers_every_member_and_commits_nothing(
+        uow: GroupUnitOfWork, db_url: str) -> None:
+    items = [(exchange(siu("S12", f"M{i}-bad" if i == 3 else f"M{i}")), writer(ref="nowhere"))
+             for i in range(6)]
+    errors = await run_all(uow, items, asyncio.Event())
+    assert all(isinstance(e, asyncpg.ForeignKeyViolationError) for e in errors)
+    assert all(ex.journal_id is None for ex, _ in items)
+    assert [r["control_id"] for r in await journal_rows(db_url)] == ["HOLD"]
+    assert [r["n"] for r in await fetch(db_url, "SELECT n FROM probe")] == ["HOLD"]
+    assert len(await fetch(db_url, "SELECT 1 FROM outbox")) == 1
+
+
+async def test_the_database_going_away_mid_batch_fails_every_member(
+        uow: GroupUnitOfWork, db_url: str) -> None:
+    async def kill(ex: Exchange) -> None:
+        if ex.raw.decode().split("|")[9] == "M2":
+            admin = await asyncpg.connect(db_url)
+            try:
+                await admin.execute("SELECT pg_terminate_backend($1)", ex.tx.get_server_pid())
+            finally:
+                await admin.close()
+
+    items = [(exchange(siu("S12", f"M{i}")), writer(before=kill)) for i in range(5)]
+    pipeline_like = await run_all(uow, items, asyncio.Event())
+    assert all(e is not None for e in pipeline_like)
+    assert [r["control_id"] for r in await journal_rows(db_url)] == ["HOLD"]
+    # The store recovers by itself: the next message commits.
+    ex = exchange(siu("S12", "AFTER"))
+    await uow.run(ex, writer())
+    assert [r["control_id"] for r in await journal_rows(db_url)] == ["HOLD", "AFTER"]
+
+
+class _Stage:
+    def __init__(self, body: Body) -> None:
+        self.body = body
+
+    async def __call__(self, ex: Exchange) -> None:
+        await self.body(ex)
+
+
+async def test_the_pipeline_answers_ar_207_for_every_member_of_a_failed_batch(
+        store: Store, db_url: str) -> None:
+    await _probe_table(db_url)
+    uow = GroupUnitOfWork(store, "scheduling", writers=1)
+    gate = asyncio.Event()
+
+    async def hold(ex: Exchange) -> None:
+        if ex.raw.decode().split("|")[9] == "HOLD":
+            await gate.wait()
+
+    spec = StageSpec("probe", "test", object, lambda o, r: None, transactional=True)
+    pipeline = Pipeline("scheduling", [(spec, _Stage(writer(before=hold, ref="nowhere")))], uow)
+    first = exchange(siu("S12", "HOLD"))
+    held = asyncio.create_task(pipeline.run(first))
+    await asyncio.sleep(0.05)
+    members = [exchange(siu("S12", "M1")), exchange(siu("S12", "M2-bad")), exchange(siu("S12", "M3"))]
+    runs = [asyncio.create_task(pipeline.run(ex)) for ex in members]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(held, *runs)
+    assert first.outcome is Outcome.ACCEPTED
+    assert [ex.outcome for ex in members] == [Outcome.RETRY] * 3
+    assert all(ex.problem is not None and ex.problem.code == 207 for ex in members)
+    assert [r["control_id"] for r in await journal_rows(db_url)] == ["HOLD"]
+
+
+async def test_connections_keep_their_order_under_group_commit(store: Store, db_url: str) -> None:
+    """Sixteen 'connections', each with one message in flight: every message commits, each
+    connection's messages in the order sent, and most share transactions."""
+    await _probe_table(db_url)
+    uow = GroupUnitOfWork(store, "scheduling", writers=2)
+    body = writer()
+
+    async def connection(c: int) -> list[Exchange]:
+        sent = []
+        for i in range(12):
+            ex = exchange(siu("S12", f"C{c}-{i}"))
+            await uow.run(ex, body)
+            sent.append(ex)
+        return sent
+
+    per_connection = await asyncio.gather(*(connection(c) for c in range(16)))
+    rows = {r["control_id"]: r["id"] for r in await journal_rows(db_url)}
+    assert len(rows) == 16 * 12
+    for sent in per_connection:
+        ids = [rows[ex.raw.decode().split("|")[9]] for ex in sent]
+        assert ids == sorted(ids)
+        assert [ex.journal_id for ex in sent] == ids
+    transactions = {ex.data["tx"] for sent in per_connection for ex in sent}
+    assert len(transactions) < 16 * 12 / 2
