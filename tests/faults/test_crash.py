@@ -11,10 +11,12 @@ with no duplicates. Each patient gets exactly one text, the kill notwithstanding
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+from radsched_engine.store import EmbeddedPostgres, database_url
 from tests.fakes.fake_twilio import FakeTwilio
 from tests.fakes.fixtures import twilio_fake
 from tests.notify.messages import local_start, siu
@@ -124,3 +126,59 @@ pipeline:
         assert engine.wait(60) == 0, engine.log_text()[-3000:]
     finally:
         engine.stop()
+
+
+async def test_sigkill_with_embedded_storage_then_restart(pg_data_dir: Path) -> None:
+    """The default deployment: the engine's own PostgreSQL under its data directory. Killed, the
+    engine leaves that server running; the restarted engine adopts it and loses nothing."""
+    port = free_port()
+    engine = EngineProcess(pg_data_dir, {"scheduling": f"""
+listen: 127.0.0.1:{port}
+pipeline: [parse, validate, persist]
+"""}, data_dir=pg_data_dir / "var")
+    messages = bookings(150)
+    engine.start()
+    url = ""
+    try:
+        await engine.ready()
+        stream = Streamer(port, messages, 3)
+        stream.start()
+
+        async def enough() -> bool:
+            return stream.tally.aa >= 40
+
+        await until(enough, 120)
+        engine.kill()
+        first = await stream.finish()
+        assert set(first.codes()) == {"AA"} and len(first.accepted()) < len(messages)
+        url = database_url(pg_data_dir / "var")              # the server outlived the engine
+        rows = await journal(url, messages)
+        assert all(rows[cid] == Counter(accepted=1) for cid in first.accepted())
+
+        engine.start()
+        await engine.ready()
+        assert engine.events("embedded_postgres_found")
+        missing = sorted(set(messages) - first.accepted())
+        second = await resend(port, messages, missing)
+        assert set(second.codes()) == {"AA"}
+        rows = await journal(url, messages)
+        assert all(rows[cid]["accepted"] == 1 for cid in messages)
+        stored = await fetch(url, "SELECT filler_id FROM appointments")
+        assert sorted(r["filler_id"] for r in stored) == sorted(f"CF{n}" for n in range(len(messages)))
+        engine.terminate()
+        assert engine.wait(60) == 0
+    finally:
+        engine.stop()
+        if url or (pg_data_dir / "var" / "pg").exists():
+            await asyncio.to_thread(stop_embedded, pg_data_dir / "var")
+
+
+def stop_embedded(data_dir: Path) -> None:
+    """Stop a server under ``data_dir`` that no engine will stop (it outlived the one that started it)."""
+    import pgserver
+
+    server = EmbeddedPostgres(data_dir)
+    if server.pgdata.exists():
+        server.start()
+        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata,
+                        user=server._server.system_user, timeout=60)
