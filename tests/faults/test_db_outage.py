@@ -5,7 +5,8 @@ by URL, so the test can take it away: first a clean stop (``pg_ctl -m fast``), t
 (``-m immediate``: no checkpoint, crash recovery on restart). Three senders keep sending
 numbered bookings and resend a message answered AR until it is accepted, as an HL7 interface
 does. While the database is down the answers are AR 207 (or a closed connection), never AA;
-once it is back the same engine answers AA again; at the end every message is stored once.
+once it is back the same engine answers AA again; at the end every message is stored once,
+and its patient texted once: the outbox worker came through both outages without a restart.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ import pytest
 
 from radsched_engine.store import EmbeddedPostgres
 from tests.e2e.harness import running_engine, scrape, write_channel
+from tests.fakes.fake_twilio import FakeTwilio
+from tests.fakes.fixtures import twilio_fake
 from tests.notify.messages import local_start, siu
 
 from .engine_process import until
 from .streams import RetryingSender, Seen, fetch, journal
+
+__all__ = ["twilio_fake"]
 
 CONNECTIONS = 3
 SUPPLY = 1200              # more than the test gets through; the senders are stopped at the end
@@ -47,17 +52,22 @@ def stop_immediately(server: EmbeddedPostgres) -> None:
 
 
 @pytest.mark.slow
-async def test_database_stopped_and_crashed_mid_stream(tmp_path: Path, pg_data_dir: Path) -> None:
+async def test_database_stopped_and_crashed_mid_stream(tmp_path: Path, pg_data_dir: Path,
+                                                       twilio_fake: FakeTwilio) -> None:
     server = EmbeddedPostgres(pg_data_dir)
     url = await asyncio.to_thread(server.start)
     channels = tmp_path / "channels"
-    write_channel(channels, "scheduling", "listen: 127.0.0.1:0\npipeline: [parse, validate, persist]\n")
+    write_channel(channels, "scheduling", "listen: 127.0.0.1:0\ntimezone: America/New_York\n"
+                                          "pipeline: [parse, validate, persist, notify]\n")
     first = local_start(days=3, hour=6)
     messages = {f"DB-{n:05d}": siu("S12", f"DB-{n:05d}", filler=f"DF{n}", mrn=f"DMRN{n}",
+                                   phones=f"^PRN^CP^^1^617^201{n:04d}",
                                    start=first + timedelta(minutes=20 * n)) for n in range(SUPPLY)}
+    env = {**twilio_fake.env(), "RADSCHED_SMS_RATE": "1000", "RADSCHED_OUTBOX_POLL_SECONDS": "0.05",
+           "RADSCHED_OUTBOX_LEASE_SECONDS": "2"}
     phases = Phases()
     try:
-        async with running_engine(channels, tmp_path / "data", database_url=url) as engine:
+        async with running_engine(channels, tmp_path / "data", database_url=url, env=env) as engine:
             port, http = engine.servers[0].port, engine.http.port
             senders = RetryingSender(port, messages, CONNECTIONS, phases, pause=0.01)
             senders.start()
@@ -94,6 +104,14 @@ async def test_database_stopped_and_crashed_mid_stream(tmp_path: Path, pg_data_d
                 await readiness(200)
             await senders.finish()
             _, metrics = await scrape(http)
+
+            async def texted() -> bool:
+                rows = await fetch(url, "SELECT count(*) FILTER (WHERE status = 'sent') AS sent, "
+                                        "count(*) AS queued FROM outbox WHERE kind = 'sms'")
+                return rows[0]["sent"] == rows[0]["queued"] == len(senders.done)
+            await until(texted, 90, 0.1)
+            texts = Counter(form["To"] for form in twilio_fake.sent)
+            assert texts == Counter({f"+1617201{int(cid[3:]):04d}": 1 for cid in senders.done})
     finally:
         await asyncio.to_thread(server.stop)
 
