@@ -5,7 +5,8 @@ arrives, the test holds a row lock on an appointment and sends its reschedule: t
 transaction waits on the lock. Three other connections stream bookings meanwhile. After SIGTERM
 new connections are refused while the engine waits for the blocked message; once the test lets
 go of the lock that message commits, is answered AA, and the engine exits 0. Every message the
-engine committed was answered, and every AA is in the database once.
+engine committed was answered, and every AA is in the database once. Run over plain TCP and
+over mutual TLS (the last ACKs are flushed through TLS before the close).
 """
 
 from __future__ import annotations
@@ -14,21 +15,31 @@ import asyncio
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from radsched_engine.mllp.framing import encode
 from tests.mllp_client import AsyncMllpClient, msa
 from tests.notify.messages import local_start, siu
+from tests.tls.certs import make_pki
+from tests.tls.test_tls import client_context
 
 from .engine_process import EngineProcess, free_port, until
 from .streams import Streamer, fetch, journal
 from .test_crash import bookings
 
 
-async def test_sigterm_during_load_drains(tmp_path: Path, db_url: str) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "mtls"])
+async def test_sigterm_during_load_drains(tmp_path: Path, db_url: str, tls: bool) -> None:
     port = free_port()
+    ctx, tls_yaml = None, ""
+    if tls:
+        pki = make_pki(tmp_path / "pki")
+        ctx = client_context(pki, pki.client)
+        tls_yaml = f"tls: {{cert: {pki.server.cert}, key: {pki.server.key}, client_ca: {pki.ca.cert}}}"
     engine = EngineProcess(tmp_path, {"scheduling": f"""
 listen: 127.0.0.1:{port}
 timezone: America/New_York
+{tls_yaml}
 pipeline: [parse, validate, persist]
 """}, database_url=db_url, engine_yaml="database: {command_timeout: 60}\nshutdown_grace: 60\n")
     messages = bookings(600)
@@ -37,13 +48,14 @@ pipeline: [parse, validate, persist]
     engine.start()
     try:
         await engine.ready()
-        held = await AsyncMllpClient.connect("127.0.0.1", port)
+        held = await AsyncMllpClient.connect("127.0.0.1", port, ssl=ctx,
+                                             server_hostname="localhost" if ctx else None)
         assert msa(await held.request(siu("S12", "HOLD-1", filler="HELD", mrn="HMRN")))[1] == "AA"
         lock = locker.transaction()
         await lock.start()
         assert await locker.fetch("SELECT id FROM appointments WHERE filler_id = 'HELD' FOR UPDATE")
 
-        stream = Streamer(port, messages, 3)
+        stream = Streamer(port, messages, 3, ssl_context=ctx)
         stream.start()
         await held.send_raw(encode(siu("S13", "HOLD-2", filler="HELD", mrn="HMRN", start=moved)))
 

@@ -24,7 +24,7 @@ from tests.mllp_client import AsyncMllpClient, msa, siu
 
 from .certs import Pki, make_pki
 
-CHANNELS = ("tls", "tls13", "mtls", "guarded", "plain_guarded")
+CHANNELS = ("tls", "tls13", "mtls", "guarded", "plain_guarded", "tls_one")
 REFUSED = (ConnectionError, OSError, ssl.SSLError, asyncio.IncompleteReadError)
 
 
@@ -48,6 +48,8 @@ def channel_files(pki: Pki, ports: dict[str, int]) -> dict[str, str]:
         "mtls": f"listen: 127.0.0.1:{ports['mtls']}\ntls: {{{mtls}}}\n{body}",
         "guarded": f"listen: 127.0.0.1:{ports['guarded']}\ntls: {{{mtls}}}\nallow: [127.0.0.1/32]\n{body}",
         "plain_guarded": f"listen: 127.0.0.1:{ports['plain_guarded']}\nallow: [127.0.0.1]\n{body}",
+        "tls_one": f"listen: 127.0.0.1:{ports['tls_one']}\ntls: {{{cert}}}\nlimits: {{max_connections: 1}}\n"
+                   f"{body}",
     }
 
 
@@ -259,6 +261,22 @@ async def test_allowlist_on_plain_tcp(tls_engine: TlsEngine) -> None:
     assert reply is not None and reply[1:3] == ["AA", "IN-2"]
     await settled(tls_engine, "plain_guarded", "refused_allowlist", refused + 1)
     assert await tls_engine.count("plain_guarded", "accepted") == accepted + 1
+
+
+async def test_connection_limit_refuses_before_the_tls_handshake(tls_engine: TlsEngine) -> None:
+    port = tls_engine.ports["tls_one"]
+    ctx = client_context(tls_engine.pki)
+    limited = await tls_engine.count("tls_one", "refused_limit")
+    failed = await tls_engine.count("tls_one", "tls_failed")
+    first = await connect(port, ctx)
+    try:
+        reply = await first.request(siu("ONE-1"), timeout=15)
+        assert reply is not None and msa(reply)[1] == "AA"
+        assert (await answered(port, ctx, "ONE-2"))[0] is None       # over the limit of one
+        await settled(tls_engine, "tls_one", "refused_limit", limited + 1)
+        assert await tls_engine.count("tls_one", "tls_failed") == failed
+    finally:
+        await first.close()
 
 
 # -- the same on the asyncio event loop (in-process engine) ---------------------------------------
