@@ -130,8 +130,44 @@ class GroupUnitOfWork(UnitOfWork):
             await self._batch(members)
 
     async def _alone(self, exchange: Exchange, body: Body) -> None:
-        async with self.transaction(exchange):
-            await body(exchange)
+        """``UnitOfWork.transaction`` for one body, with the outbox rows and COMMIT in one round
+        trip: BEGIN, the stages, [journal], outbox + COMMIT; or ROLLBACK and the journal row."""
+        started = time.perf_counter()
+        try:
+            async with self.store.connection() as conn:
+                await conn.execute("BEGIN")
+                try:
+                    exchange.tx = conn
+                    try:
+                        await body(exchange)
+                    finally:
+                        exchange.tx = None
+                    outcome = exchange.outcome or Outcome.ACCEPTED
+                    if outcome.accepted:
+                        await self._finish_accepted(conn, exchange, outcome, flush=False)
+                        await self._commit(conn, list(exchange.data.get(outbox.PENDING, ())))
+                    else:
+                        exchange.journal_id = None
+                        await conn.execute("ROLLBACK")
+                        exchange.journal_id = await self._insert(conn, exchange, outcome)
+                except BaseException:
+                    if not conn.is_closed() and conn.is_in_transaction():
+                        await _quietly(conn.execute("ROLLBACK"))
+                    raise
+        except BaseException as exc:
+            exchange.journal_id = None
+            self._failed(exc)
+            raise
+        metrics.JOURNAL_ROWS.labels(outcome.value).inc()
+        metrics.STORE_SECONDS.labels("transaction").observe(time.perf_counter() - started)
+
+    @staticmethod
+    async def _commit(conn: Any, rows: list[dict[str, Any]]) -> None:
+        sql = outbox.commit_sql(rows)
+        if not sql:
+            await outbox.flush(conn, rows)
+            sql = "COMMIT"
+        await conn.execute(sql)
 
     @staticmethod
     async def _settle(member: _Member, work: Awaitable[None]) -> None:
@@ -165,13 +201,12 @@ class GroupUnitOfWork(UnitOfWork):
                         await self._finish_accepted(conn, ex, outcome, flush=False)
                         outcomes.append(outcome)
                     if len(outcomes) == len(batch):
-                        await outbox.flush(conn, [row for m in batch
+                        await self._commit(conn, [row for m in batch
                                                   for row in m.exchange.data.get(outbox.PENDING, ())])
-                        await conn.execute("COMMIT")
                     else:
                         await conn.execute("ROLLBACK")
                 except BaseException:
-                    if not conn.is_closed():
+                    if not conn.is_closed() and conn.is_in_transaction():
                         await _quietly(conn.execute("ROLLBACK"))
                     raise
         except Exception as exc:

@@ -18,6 +18,7 @@ transaction) keeps the first row.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -66,3 +67,22 @@ async def flush(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     return await conn.fetchval(_FLUSH, rows)
+
+
+_TAG = "$radsched_outbox$"
+
+
+def commit_sql(rows: list[dict[str, Any]]) -> str:
+    """``COMMIT``, preceded by the insert of ``rows`` when there are any: one round trip.
+
+    The rows travel as a dollar-quoted JSON literal in a simple-protocol query (ASCII JSON, no
+    escaping needed); in the rare case the JSON holds the quote tag, the caller gets ``""`` and
+    must ``flush`` first and commit separately. If the insert fails the COMMIT in the same
+    query string is not run: the transaction is left failed, for the caller to roll back.
+    """
+    if not rows:
+        return "COMMIT"
+    text = json.dumps(rows)
+    if _TAG in text:
+        return ""
+    return f"SELECT radsched_enqueue({_TAG}{text}{_TAG}::jsonb); COMMIT"
