@@ -127,3 +127,23 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(c[0], "")) for c in columns) + " |")
     return "\n".join(lines)
+
+
+def start_postgres(data_dir: Path, *, database: str = "postgres", core: int | None = 1):
+    """A private embedded PostgreSQL (fsync on) whose server and backends run on ``core``.
+
+    The server is started with this process's CPU mask narrowed to ``core`` (its postmaster,
+    and every backend it forks later, inherit it). Returns ``(server, url)``; stop it with
+    ``server.stop()``.
+    """
+    from radsched_engine.store import EmbeddedPostgres
+
+    server = EmbeddedPostgres(data_dir, database=database)
+    mask = os.sched_getaffinity(0)
+    if core is not None and len(cores()) >= 2:
+        os.sched_setaffinity(0, {cores()[core]})
+    try:
+        url = server.start()
+    finally:
+        os.sched_setaffinity(0, mask)
+    return server, url

@@ -11,7 +11,7 @@ message is ``bench/messages/siu_s12.hl7`` with one technologist per room and roo
 patients of each run's own, so the load is realistic: every booking is checked against its
 room, technologist and patient, but nothing collides (only the exam's prep advice is stored). No
 ANTHROPIC_API_KEY: rules only. ``--explain`` prints the plan of the neighbourhood query at the
-preloaded size. The engine is pinned to one core and the load generator to the other. The
+preloaded size. The engine is pinned to core 0; PostgreSQL and the load generator share core 1. The
 figures replace the ``conflicts`` section of BENCHMARKS.md.
 """
 
@@ -30,7 +30,7 @@ import asyncpg
 
 from bench import harness
 from bench.store_bench import EPOCH, preload
-from radsched_engine.store import EmbeddedPostgres, migrate
+from radsched_engine.store import migrate
 
 ROOT = Path(__file__).resolve().parent
 CHANNEL = """\
@@ -105,8 +105,7 @@ def main() -> None:
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     work = Path(tempfile.mkdtemp(prefix="radsched-conflict-bench-"))
-    pg = EmbeddedPostgres(work / "pg-data")
-    url = pg.start()
+    pg, url = harness.start_postgres(work / "pg-data", database="radsched", core=1)
     rows: list[dict] = []
     plan = ""
     try:

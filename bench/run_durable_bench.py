@@ -42,7 +42,7 @@ import psutil
 
 from bench import harness
 from bench.store_bench import preload
-from radsched_engine.store import EmbeddedPostgres, migrate
+from radsched_engine.store import migrate
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -183,14 +183,7 @@ def main() -> None:
     embedded = None
     admin = args.url
     if not admin:
-        embedded = EmbeddedPostgres(work / "pg-data", database="postgres")
-        mask = os.sched_getaffinity(0)
-        if len(harness.cores()) >= 2:     # the server and its backends inherit core 1
-            os.sched_setaffinity(0, {harness.cores()[1]})
-        try:
-            admin = embedded.start()
-        finally:
-            os.sched_setaffinity(0, mask)
+        embedded, admin = harness.start_postgres(work / "pg-data", core=1)
     pg = asyncio.run(postmaster(admin))
     pin_tree(pg, 1)
     rtt = asyncio.run(_round_trip_us(admin))

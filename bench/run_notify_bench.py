@@ -7,8 +7,8 @@ Both channels run parse → validate → persist (fsync on) against one private 
 (a fresh database per run); "on" adds ``notify``, which queues a text per booking in the same
 transaction, and the engine's outbox worker sends them meanwhile through the real twilio SDK to
 the local fake Twilio (``tests/fakes``; ``--dry-run``: no credentials, rows are only marked).
-The engine is pinned to one core and the load generator to the other; the fake Twilio and
-PostgreSQL share the machine. The figures replace the ``notify`` section of BENCHMARKS.md.
+The engine is pinned to core 0; PostgreSQL and the load generator share core 1; the fake Twilio
+runs in this script's process. The figures replace the ``notify`` section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg
 
 from bench import harness
-from radsched_engine.store import EmbeddedPostgres
 
 CHANNEL = """\
 listen: ${{RADSCHED_MLLP_LISTEN}}
@@ -62,8 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     work = Path(tempfile.mkdtemp(prefix="radsched-notify-bench-"))
-    pg = EmbeddedPostgres(work / "pg-data", database="postgres")
-    admin = pg.start()
+    pg, admin = harness.start_postgres(work / "pg-data", core=1)
     twilio = None
     if not args.dry_run:
         from tests.fakes.fake_twilio import FakeTwilio
