@@ -10,7 +10,18 @@ from ..exchange import Exchange
 from ..hl7.message import Message, Segment
 from .model import AppointmentEvent, Order, OrderEvent, Resource
 from .patient import patient_from
-from .values import Notes, coded_text, duration, ident, person_name, priority, text, timestamp
+from .values import (
+    Notes,
+    coded_text,
+    components,
+    duration,
+    ident,
+    nth,
+    person_name,
+    priority,
+    text,
+    timestamp,
+)
 
 # Per kind: segment id, start field, offset field, duration field (units = duration + 1).
 _RESOURCES = (("service", "AIS", 4, 5, 7), ("location", "AIL", 6, 7, 9),
@@ -116,15 +127,16 @@ def _notes_after(message: Message, sch: Segment) -> str:
 
 def _resource_text(kind: str, seg: Segment) -> tuple[str, str, str]:
     """``(code, text, coding system)`` of a resource segment's field 3."""
+    f3 = components(seg, 3)
     if kind == "location":
-        point, room = seg.get(3, 1).strip(), seg.get(3, 2).strip()
+        point, room = nth(f3, 1).strip(), nth(f3, 2).strip()
         rid = point or room
-        described = seg.get(3, 9).strip()
-        extra = [described] if described else [room if point else "", seg.get(3, 4).strip()]
+        described = nth(f3, 9).strip()
+        extra = [described] if described else [room if point else "", nth(f3, 4).strip()]
         return text(rid), " ".join(e for e in extra if e and e != rid), ""
     if kind == "personnel":
-        return text(seg.get(3, 1)), person_name(seg, 3) if seg.get(3, 2).strip() else "", ""
-    return text(seg.get(3, 1)), text(seg.get(3, 2)), text(seg.get(3, 3))
+        return text(nth(f3, 1)), person_name(seg, 3) if nth(f3, 2).strip() else "", ""
+    return text(nth(f3, 1)), text(nth(f3, 2)), text(nth(f3, 3))
 
 
 def _resources(message: Message, tz: tzinfo,

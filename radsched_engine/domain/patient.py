@@ -6,7 +6,7 @@ from ..errors import Location
 from ..hl7.message import Message, Segment
 from ..hl7.timestamps import TimestampError, parse_date
 from .model import Patient, Phone
-from .values import Notes, ident, text
+from .values import Notes, components, ident, nth, text
 
 
 def _identifier(pid: Segment, prefer_types: tuple[str, ...]) -> tuple[str, str]:
@@ -14,11 +14,12 @@ def _identifier(pid: Segment, prefer_types: tuple[str, ...]) -> tuple[str, str]:
     count = len(pid.repetitions(3))
     first: tuple[str, str] | None = None
     for rep in range(1, count + 1):
-        value = ident(pid.get(3, 1, 1, rep))
+        cx = components(pid, 3, rep)
+        value = ident(nth(cx, 1))
         if value is None:
             continue
-        found = (value, pid.get(3, 4, 1, rep).strip())
-        if pid.get(3, 5, 1, rep).strip().upper() in prefer_types:
+        found = (value, nth(cx, 4).strip())
+        if nth(cx, 5).strip().upper() in prefer_types:
             return found
         if first is None:
             first = found
@@ -31,13 +32,16 @@ def _identifier(pid: Segment, prefer_types: tuple[str, ...]) -> tuple[str, str]:
     return "", ""
 
 
-def _number(pid: Segment, field: int, rep: int) -> str:
+def _digits(text: str) -> str:
+    return text if text.isdigit() else "".join(ch for ch in text if ch.isdigit())
+
+
+def _number(xtn: list[str]) -> str:
     """XTN.1, else XTN.12 (unformatted), else ``+country area local`` from XTN.5-7 (+ ``x ext``)."""
-    number = pid.get(field, 1, 1, rep).strip() or pid.get(field, 12, 1, rep).strip()
+    number = nth(xtn, 1).strip() or nth(xtn, 12).strip()
     if number:
         return "" if number == '""' else number
-    country, area, local, ext = (
-        "".join(ch for ch in pid.get(field, c, 1, rep) if ch.isdigit()) for c in (5, 6, 7, 8))
+    country, area, local, ext = (_digits(nth(xtn, c)) for c in (5, 6, 7, 8))
     if not local:
         return ""
     number = (f"+{country}" if country else "") + area + local
@@ -48,12 +52,12 @@ def phones(pid: Segment, field: int, default_use: str) -> tuple[Phone, ...]:
     """Every repetition of an XTN field that carries a telephone number (e-mail-only ones skipped)."""
     found: list[Phone] = []
     for rep in range(1, len(pid.repetitions(field)) + 1):
-        number = _number(pid, field, rep)
+        xtn = components(pid, field, rep)
+        number = _number(xtn)
         if not number:
             continue
-        use = pid.get(field, 2, 1, rep).strip().upper() or default_use
-        equipment = pid.get(field, 3, 1, rep).strip()
-        found.append(Phone(number, use, equipment))
+        use = nth(xtn, 2).strip().upper() or default_use
+        found.append(Phone(number, use, nth(xtn, 3).strip()))
     return tuple(found)
 
 
@@ -69,11 +73,12 @@ def patient_from(message: Message, notes: Notes,
         birth = parse_date(pid.get(7))
     except TimestampError:
         notes.add(102, "birth date is not a valid date; stored as unknown", Location("PID", 1, 7))
+    name = components(pid, 5)
     return Patient(
         mrn=mrn,
         authority=authority,
-        family_name=text(pid.get(5, 1, 1)),
-        given_name=text(pid.get(5, 2)),
+        family_name=text(nth(name, 1)),
+        given_name=text(nth(name, 2)),
         birth_date=birth,
         sex=text(pid.get(8)),
         phones=phones(pid, 13, "PRN") + phones(pid, 14, "WPN"),

@@ -251,3 +251,21 @@ async def test_outbox_rows_ride_on_the_commit_even_when_they_hold_the_quote_tag(
                     {"dedupe_key": "k-plain", "body": "it's"}]
     assert outbox.commit_sql([{"x": "it's"}]).endswith("; COMMIT")
     assert outbox.commit_sql([]) == "COMMIT"
+
+
+async def test_deleting_an_appointment_still_takes_its_resources_and_unlinks_its_texts(
+        store: Store, db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        aid = await conn.fetchval(
+            "INSERT INTO appointments (appointment_key, channel, datetime, end_at) "
+            "VALUES ('c|F:1', 'c', now(), now()) RETURNING id")
+        await conn.execute("INSERT INTO appointment_resources (appointment_id, kind, code, start_at, "
+                           "end_at) VALUES ($1, 'location', 'R1', now(), now())", aid)
+        await conn.execute("INSERT INTO outbox (kind, dedupe_key, payload, appointment_id) "
+                           "VALUES ('sms', 'k', '{}', $1)", aid)
+        await conn.execute("DELETE FROM appointments WHERE id = $1", aid)
+        assert await conn.fetchval("SELECT count(*) FROM appointment_resources") == 0
+        assert await conn.fetchval("SELECT appointment_id FROM outbox") is None
+    finally:
+        await conn.close()
