@@ -24,6 +24,20 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _group_commit(env: dict[str, str]) -> dict[str, int]:
+    """Group commit tuning from the environment: ``RADSCHED_COMMIT_WRITERS`` (transactions in
+    flight per channel, default 2) and ``RADSCHED_COMMIT_MAX_BATCH`` (messages per transaction,
+    default 32)."""
+    options = {}
+    for name, key in (("RADSCHED_COMMIT_WRITERS", "writers"), ("RADSCHED_COMMIT_MAX_BATCH", "max_batch")):
+        text = env.get(name, "").strip()
+        if text:
+            if not text.isdigit() or int(text) < 1:
+                raise ValueError(f"{name} must be a positive integer")
+            options[key] = int(text)
+    return options
+
+
 @dataclass
 class Engine:
     """The running engine: store, channels, listeners, HTTP port and background services.
@@ -92,7 +106,8 @@ class Engine:
         for stage_cfg in cfg.pipeline:
             spec = specs[stage_cfg.name]
             steps.append((spec, spec.factory(stage_cfg.options, resources)))
-        uow = self.store.unit_of_work(cfg.name) if self.store is not None else None
+        uow = (self.store.unit_of_work(cfg.name, **_group_commit(self.env))
+               if self.store is not None else None)
         pipeline = Pipeline(cfg.name, steps, uow)
         identity = AckIdentity(cfg.ack.sending_application, cfg.ack.sending_facility)
         channel = Channel(cfg.name, pipeline, identity, cfg.ack.mode, cfg.ack.multi_message)

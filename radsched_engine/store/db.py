@@ -126,11 +126,12 @@ class Store:
         except Exception:
             return False
 
-    def unit_of_work(self, channel: str) -> UnitOfWork:
-        """The channel's unit of work: group commit over this store (``store.group``)."""
+    def unit_of_work(self, channel: str, *, writers: int = 2, max_batch: int = 32) -> UnitOfWork:
+        """The channel's unit of work: group commit over this store (``store.group``), with up to
+        ``writers`` transactions in flight, each of up to ``max_batch`` messages."""
         from .group import GroupUnitOfWork
 
-        return GroupUnitOfWork(self, channel)
+        return GroupUnitOfWork(self, channel, writers=writers, max_batch=max_batch)
 
 
 class UnitOfWork:
