@@ -75,12 +75,14 @@ async def _sql(url: str, query: str, *args: object) -> list[asyncpg.Record]:
 
 async def postmaster(url: str) -> psutil.Process | None:
     """The PostgreSQL server process when it runs on this machine (else None)."""
-    try:
-        pid = (await _sql(url, "SELECT pg_backend_pid() AS pid"))[0]["pid"]
-        backend = psutil.Process(pid)
+    conn = await asyncpg.connect(url)
+    try:                                    # (the backend must still be there to be looked at)
+        backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
         return psutil.Process(backend.ppid()) if backend.name() == "postgres" else None
     except (psutil.Error, OSError):
         return None
+    finally:
+        await conn.close()
 
 
 def tree_cpu(proc: psutil.Process | None) -> float:
@@ -173,7 +175,8 @@ def main() -> None:
     ap.add_argument("--connections", default="1,16")
     ap.add_argument("--url", help="PostgreSQL admin URL (role with CREATEDB); default: a private "
                                   "embedded server")
-    ap.add_argument("--keep", action="store_true", help="keep the databases (with --url)")
+    ap.add_argument("--keep", action="store_true",
+                    help="with --url: keep the preloaded database for the next run (and reuse it)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the engine")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     args = ap.parse_args()
@@ -192,9 +195,14 @@ def main() -> None:
     databases = []
     try:
         for label, count in sets:
-            name = f"durable_{label}_{os.getpid()}"
-            asyncio.run(_sql(admin, f'CREATE DATABASE "{name}"'))
-            databases.append(name)
+            # With --keep, a preloaded database is kept (and found again by its name next time).
+            name = f"durable_{label}_{count}" if args.keep else f"durable_{label}_{os.getpid()}"
+            if not (args.keep and count and asyncio.run(_sql(
+                    admin, "SELECT 1 FROM pg_database WHERE datname = $1", name))):
+                asyncio.run(_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                asyncio.run(_sql(admin, f'CREATE DATABASE "{name}"'))
+            if not (args.keep and count):
+                databases.append(name)
             url = with_database(admin, name)
             asyncio.run(migrate(url))
             if count:
@@ -210,12 +218,11 @@ def main() -> None:
                       f"pg={r['pg_us']} µs/msg loadgen={r['loadgen_us']} µs/msg "
                       f"tx/msg={r['tx_per_msg']} codes={r['ack_codes']}", flush=True)
     finally:
-        if not args.keep:
-            for name in databases:
-                try:
-                    asyncio.run(_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                except Exception as exc:          # the server may already be gone
-                    print(f"could not drop {name}: {exc}", file=sys.stderr)
+        for name in databases:
+            try:
+                asyncio.run(_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            except Exception as exc:          # the server may already be gone
+                print(f"could not drop {name}: {exc}", file=sys.stderr)
         if embedded is not None:
             embedded.stop()
             shutil.rmtree(work / "pg-data", ignore_errors=True)
