@@ -17,8 +17,10 @@ alone in a transaction of its own (its effects rolled back, its journal row comm
 ``UnitOfWork.transaction`` path), and the members after it go back to the head of the queue: a
 failing member never poisons the others, at the price of doing the work before it twice (stage
 metrics count those runs twice). Every body is run again from the exchange's state before its
-first run (``_Snapshot``). If the batch itself fails (the database went away, the commit failed)
-nothing of it is committed and every member gets the exception (AR 207).
+first run (``_Snapshot``). If a statement fails on the batch's connection (a check at COMMIT,
+say) nothing is committed and every member runs again alone; if the connection itself fails
+(the database went away) nothing of the batch is committed and every member gets the
+exception at once (AR 207: the senders resend).
 
 With one exchange waiting (one connection, or a quiet moment) it runs in the caller's task
 exactly as ``UnitOfWork.transaction`` does. ``writers`` batches may be in flight at once (on
@@ -184,6 +186,7 @@ class GroupUnitOfWork(UnitOfWork):
         started = time.perf_counter()
         snapshots = [_Snapshot.of(m.exchange) for m in batch]
         outcomes: list[Outcome] = []
+        broken = True                      # no connection, or it died: the database is in trouble
         try:
             async with self.store.connection() as conn:
                 await conn.execute(self._begin)
@@ -206,11 +209,21 @@ class GroupUnitOfWork(UnitOfWork):
                     else:
                         await conn.execute("ROLLBACK")
                 except BaseException:
-                    if not conn.is_closed() and conn.is_in_transaction():
+                    broken = conn.is_closed()
+                    if not broken and conn.is_in_transaction():
                         await _quietly(conn.execute("ROLLBACK"))
+                    broken = broken or conn.is_closed()
                     raise
         except Exception as exc:
             self._failed(exc)
+            if not broken:
+                # A statement failed on a live connection (e.g. a check at COMMIT): nothing was
+                # committed; each member again alone, so only the one at fault fails.
+                for member, snapshot in zip(batch, snapshots, strict=True):
+                    snapshot.restore(member.exchange)
+                for member in batch:
+                    await self._run([member])
+                return
             for member in batch:
                 member.exchange.journal_id = None
                 if not member.done.done():

@@ -144,16 +144,20 @@ async def test_a_member_that_must_retry_runs_again_alone_and_the_others_commit(
     assert len(await fetch(db_url, "SELECT 1 FROM probe WHERE n = 'M1'")) == 1
 
 
-async def test_a_failed_commit_answers_every_member_and_commits_nothing(
+async def test_a_failed_commit_is_run_again_member_by_member_and_only_the_culprit_fails(
         uow: GroupUnitOfWork, db_url: str) -> None:
     items = [(exchange(siu("S12", f"M{i}-bad" if i == 3 else f"M{i}")), writer(ref="nowhere"))
              for i in range(6)]
     errors = await run_all(uow, items, asyncio.Event())
-    assert all(isinstance(e, asyncpg.ForeignKeyViolationError) for e in errors)
-    assert all(ex.journal_id is None for ex, _ in items)
-    assert [r["control_id"] for r in await journal_rows(db_url)] == ["HOLD"]
-    assert [r["n"] for r in await fetch(db_url, "SELECT n FROM probe")] == ["HOLD"]
-    assert len(await fetch(db_url, "SELECT 1 FROM outbox")) == 1
+    assert [type(e).__name__ if e else None for e in errors] == [
+        None, None, None, "ForeignKeyViolationError", None, None]
+    assert items[3][0].journal_id is None
+    journal = [r["control_id"] for r in await journal_rows(db_url)]
+    assert journal == ["HOLD", "M0", "M1", "M2", "M4", "M5"]
+    assert len({ex.data["tx"] for ex, _ in items}) == 6          # each alone after the failure
+    assert [r["n"] for r in await fetch(db_url, "SELECT n FROM probe ORDER BY n")] == [
+        "HOLD", "M0", "M1", "M2", "M4", "M5"]
+    assert len(await fetch(db_url, "SELECT 1 FROM outbox")) == 6
 
 
 async def test_the_database_going_away_mid_batch_fails_every_member(
@@ -184,8 +188,10 @@ class _Stage:
         await self.body(ex)
 
 
-async def test_the_pipeline_answers_ar_207_for_every_member_of_a_failed_batch(
-        store: Store, db_url: str) -> None:
+async def _through_pipeline(store: Store, db_url: str, names: list[str],
+                            before: Callable[[Exchange], Awaitable[None]] | None = None,
+                            ) -> tuple[Exchange, list[Exchange]]:
+    """HOLD through a one-stage pipeline, then ``names`` queued behind it as one batch."""
     await _probe_table(db_url)
     uow = GroupUnitOfWork(store, "scheduling", writers=1)
     gate = asyncio.Event()
@@ -193,21 +199,49 @@ async def test_the_pipeline_answers_ar_207_for_every_member_of_a_failed_batch(
     async def hold(ex: Exchange) -> None:
         if ex.raw.decode().split("|")[9] == "HOLD":
             await gate.wait()
+        elif before is not None:
+            await before(ex)
 
     spec = StageSpec("probe", "test", object, lambda o, r: None, transactional=True)
     pipeline = Pipeline("scheduling", [(spec, _Stage(writer(before=hold, ref="nowhere")))], uow)
     first = exchange(siu("S12", "HOLD"))
     held = asyncio.create_task(pipeline.run(first))
     await asyncio.sleep(0.05)
-    members = [exchange(siu("S12", "M1")), exchange(siu("S12", "M2-bad")), exchange(siu("S12", "M3"))]
+    members = [exchange(siu("S12", name)) for name in names]
     runs = [asyncio.create_task(pipeline.run(ex)) for ex in members]
     await asyncio.sleep(0.05)
+    assert len(uow._queue) == len(members)
     gate.set()
     await asyncio.gather(held, *runs)
+    return first, members
+
+
+async def test_the_pipeline_answers_ar_207_only_for_the_member_whose_commit_fails(
+        store: Store, db_url: str) -> None:
+    first, members = await _through_pipeline(store, db_url, ["M1", "M2-bad", "M3"])
+    assert first.outcome is Outcome.ACCEPTED
+    assert [ex.outcome for ex in members] == [Outcome.ACCEPTED, Outcome.RETRY, Outcome.ACCEPTED]
+    assert members[1].problem is not None and members[1].problem.code == 207
+    assert [r["control_id"] for r in await journal_rows(db_url)] == ["HOLD", "M1", "M3"]
+
+
+async def test_the_pipeline_answers_ar_207_for_every_member_when_the_database_goes_away(
+        store: Store, db_url: str) -> None:
+    async def kill(ex: Exchange) -> None:
+        if ex.raw.decode().split("|")[9] == "M2":
+            admin = await asyncpg.connect(db_url)
+            try:
+                await admin.execute("SELECT pg_terminate_backend($1)", ex.tx.get_server_pid())
+            finally:
+                await admin.close()
+
+    first, members = await _through_pipeline(store, db_url, ["M1", "M2", "M3"], before=kill)
     assert first.outcome is Outcome.ACCEPTED
     assert [ex.outcome for ex in members] == [Outcome.RETRY] * 3
     assert all(ex.problem is not None and ex.problem.code == 207 for ex in members)
+    assert all(ex.journal_id is None for ex in members)
     assert [r["control_id"] for r in await journal_rows(db_url)] == ["HOLD"]
+    assert [r["n"] for r in await fetch(db_url, "SELECT n FROM probe")] == ["HOLD"]
 
 
 async def test_connections_keep_their_order_under_group_commit(store: Store, db_url: str) -> None:
