@@ -18,9 +18,10 @@ from .framing import Abandoned, FrameDecoder, Junk, Oversize, encode
 
 log = structlog.get_logger("radsched.mllp")
 
-# After a final answer (the oversize NAK), how long a connection keeps reading and dropping what
-# the peer still sends before it closes: see ``Connection._linger``.
+# After a final answer (the oversize NAK), how long and how much a connection keeps reading and
+# dropping what the peer still sends before it closes: see ``Connection._linger``.
 LINGER_SECONDS = 2.0
+LINGER_BYTES = 4 * 1024 * 1024
 
 
 class FrameHandler(Protocol):
@@ -137,6 +138,7 @@ class Connection(asyncio.Protocol):
         self.closing = False
         self.draining = False
         self.reading_paused = False
+        self.lingered = 0                    # bytes dropped after the oversize NAK
         self.inline = getattr(server.handler, "inline", False)
         channel = server.name
         self._bytes = metrics.BYTES_IN.labels(channel)
@@ -247,6 +249,11 @@ class Connection(asyncio.Protocol):
             self.early += data
             return
         self._bytes.inc(len(data))
+        if self.decoder.failed:              # lingering after the oversize NAK: drop it
+            self.lingered += len(data)
+            if self.lingered > LINGER_BYTES:
+                self.close()
+            return
         now = self.loop.time()
         self.last_activity = now
         for event in self.decoder.feed(data):
@@ -309,8 +316,9 @@ class Connection(asyncio.Protocol):
         Closing a socket with unread input makes the kernel reset the connection, and the reset
         can destroy the answer before the peer reads it (a sender still streaming a huge frame
         never saw its NAK). So: end our side after the answer (FIN), keep reading and dropping
-        what the peer sends (the failed decoder keeps nothing) until it closes or
-        ``LINGER_SECONDS`` pass, then close.
+        what the peer sends until it closes, ``LINGER_SECONDS`` pass or ``LINGER_BYTES`` came
+        (a sender a few MiB over the limit finishes its frame and reads the NAK; one streaming
+        100 MiB is cut off rather than read to the end), then close.
         """
         transport = self.transport
         if transport is None or transport.is_closing() or not transport.can_write_eof():
