@@ -1,14 +1,15 @@
 """Abuse benchmark: a well-behaved sender's throughput while hostile peers work on the same channel.
 
 Run from the repository root:  python bench/run_abuse_bench.py [--duration 10] [--scenarios all]
-[--connections 1] [--database-url URL] [--no-write]
+[--connections 1] [--database-url ADMIN_URL] [--no-write]
 
-The engine runs the durable channel (parse, validate, conflict_check, persist, notify; a private
-embedded PostgreSQL unless ``--database-url``) pinned to one core; the load generator
-(``bench/loadgen.py``, closed loop, every ACK checked) and the abuser share the other core. Each
-scenario: the abuser starts, the load generator measures, the abuser stops; the result is set
-against the baseline measured without abuse (before and after, the mean of both). The figures
-replace the ``abuse`` section of BENCHMARKS.md.
+Each scenario gets a fresh database and a fresh engine on the durable channel (parse, validate,
+conflict_check, persist, notify; a private embedded PostgreSQL unless ``--database-url``) pinned
+to one core; the load generator (``bench/loadgen.py``, closed loop, every ACK checked, new
+bookings from ``bench/soak.py``'s template) and the abuser process share the other core. The
+abuser starts, the load generator measures, the abuser stops and prints its counters. The
+result is set against the mean of two runs without abuse (first and last). The figures replace
+the ``abuse`` section of BENCHMARKS.md.
 
 The abusers are the coroutines below, one per scenario; ``tests/hardening/test_abuse.py`` runs
 the same ones, scaled down, and asserts the well-behaved sender completes its messages.
@@ -29,14 +30,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import harness
 from bench.loadgen import Template
+from bench.soak import TEMPLATE as SOAK_TEMPLATE
 from radsched_engine.mllp.framing import FrameDecoder, encode
 
 MESSAGE = (Path(__file__).parent / "messages" / "siu_s12.hl7").read_text()
@@ -139,9 +141,10 @@ async def slowloris(host: str, port: int, stop: asyncio.Event, *, connections: i
 
 
 async def huge_frame(host: str, port: int, stop: asyncio.Event, *, total: int = 100 * MIB,
-                     chunk: int = 256 * 1024, once: bool = False) -> Stats:
+                     chunk: int = 256 * 1024, rate: float | None = None, once: bool = False) -> Stats:
     """One frame of ``total`` bytes (an MSH, then a note that never ends), streamed as fast as
-    the server takes it, reading the answer meanwhile. Repeats unless ``once``."""
+    the server takes it (or at ``rate`` bytes/s), reading the answer meanwhile. Repeats unless
+    ``once``."""
     stats: Stats = {"frames": 0, "refused": 0, "sent": 0, "max_sent_per_frame": 0}
     head = b"\x0b" + BASE + b"NTE|1||"
     filler = b"x" * chunk
@@ -156,6 +159,7 @@ async def huge_frame(host: str, port: int, stop: asyncio.Event, *, total: int = 
                 writer.write(filler)
                 await writer.drain()
                 sent += chunk
+                await asyncio.sleep(chunk / rate if rate else 0)
             if sent >= total:
                 writer.write(b"\x1c\r")
                 await writer.drain()
@@ -362,12 +366,15 @@ async def non_utf8(host: str, port: int, stop: asyncio.Event, *, rate: float = 2
 
 ABUSERS: dict[str, tuple[Abuser, dict[str, Any], str]] = {
     "slowloris": (slowloris, {"connections": 50}, "50 connections, each sending a frame 1 byte/s"),
-    "huge_frame": (huge_frame, {}, "100 MiB frames, one after another, streamed as fast as taken"),
+    "huge_frame": (huge_frame, {"rate": 100 * MIB},
+                   "100 MiB frames, one after another, at 100 MiB/s (a saturated gigabit link)"),
     "no_end": (no_end, {"connections": 50}, "50 connections, each a frame without end block"),
     "idle": (idle, {"count": 1000}, "1,000 idle connections held open"),
     "never_reads": (never_reads, {}, "pipelines messages (32 KiB MSH-3, echoed), never reads an ACK"),
-    "garbage": (garbage, {}, "1 MiB/s of random bytes (start/end blocks among them)"),
-    "non_utf8": (non_utf8, {}, "200 msg/s, invalid UTF-8 in one field each, every field in turn"),
+    "garbage": (garbage, {"rate": 64 * 1024},
+                "64 KiB/s of random bytes: ~125 junk frames/s, each answered AR and journaled"),
+    "non_utf8": (non_utf8, {"rate": 20.0},
+                 "20 bookings/s, invalid UTF-8 in one field each, every field in turn"),
 }
 
 
@@ -425,13 +432,19 @@ def _stop_abuser(proc: subprocess.Popen) -> Stats:
     return json.loads(lines[-1]) if lines else {}
 
 
-def _database(args: argparse.Namespace, work: Path) -> tuple[str, Any]:
-    if args.database_url:
-        return args.database_url, None
-    from radsched_engine.store import EmbeddedPostgres
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
-    pg = EmbeddedPostgres(work / "pg-data")
-    return pg.start(), pg
+
+async def _create_database(admin: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
 
 
 def main() -> None:
@@ -440,7 +453,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--connections", type=int, default=1, help="well-behaved connections")
     ap.add_argument("--scenarios", default="all", help=f"comma list of {', '.join(ABUSERS)}")
-    ap.add_argument("--database-url", default="", help="an empty database (default: embedded)")
+    ap.add_argument("--database-url", default="",
+                    help="a server to create one database per run in (needs CREATEDB; default: embedded)")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     ap.add_argument("--abuser", choices=sorted(ABUSERS), help=argparse.SUPPRESS)
     ap.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
@@ -452,43 +466,50 @@ def main() -> None:
     names = list(ABUSERS) if args.scenarios == "all" else args.scenarios.split(",")
     raise_fd_limit(4096)
     work = Path(tempfile.mkdtemp(prefix="radsched-abuse-bench-"))
-    url, pg = _database(args, work)
+    pg = None
+    admin = args.database_url
+    if not admin:
+        from radsched_engine.store import EmbeddedPostgres
+
+        pg = EmbeddedPostgres(work / "pg-data", database="postgres")
+        admin = pg.start()
     (work / "channels").mkdir()
     (work / "channels" / "scheduling.yaml").write_text(CHANNEL)
-    port = harness.free_port()
-    env = {"RADSCHED_CHANNELS_DIR": str(work / "channels"), "RADSCHED_DATABASE_URL": url,
-           "RADSCHED_MLLP_LISTEN": f"127.0.0.1:{port}", "RADSCHED_DATA_DIR": str(work / "data"),
-           "RADSCHED_METRICS_LISTEN": f"127.0.0.1:{harness.free_port()}"}
+    booking = work / "booking.hl7"
+    booking.write_text(SOAK_TEMPLATE)
     rows: list[dict[str, Any]] = []
+    baselines: list[float] = []
     n = args.connections
-
-    def measure(label: str) -> dict[str, Any]:
-        r = harness.loadgen(port, n, args.duration, warmup=args.warmup,
-                            run_id=f"{label}-{int(time.time())}")
-        print(f"{label:12} {r['msgs_per_s']:>9} msg/s p50={r['p50_ms']} ms p99={r['p99_ms']} ms "
-              f"codes={r['ack_codes']} bad_msa2={r['mismatched_msa2']} closed={r['closed_by_server']}",
-              flush=True)
-        return r
-
     try:
-        with harness.server([sys.executable, "-m", "radsched_engine.cli", "run"], port, env=env,
-                            log=work / "engine.log"):
-            before = measure("baseline")
-            for name in names:
-                proc = _abuser_process(name, port)
+        for i, name in enumerate(["baseline", *names, "baseline"]):
+            database = f"abuse_{i}_{name}"
+            asyncio.run(_create_database(admin, database))
+            port = harness.free_port()
+            env = {"RADSCHED_CHANNELS_DIR": str(work / "channels"),
+                   "RADSCHED_DATABASE_URL": _with_database(admin, database),
+                   "RADSCHED_MLLP_LISTEN": f"127.0.0.1:{port}", "RADSCHED_DATA_DIR": str(work / "data"),
+                   "RADSCHED_METRICS_LISTEN": f"127.0.0.1:{harness.free_port()}"}
+            with harness.server([sys.executable, "-m", "radsched_engine.cli", "run"], port, env=env,
+                                log=work / f"engine-{i}-{name}.log"):
+                proc = _abuser_process(name, port) if name != "baseline" else None
                 try:
-                    r = measure(name)
+                    r = harness.loadgen(port, n, args.duration, template=booking, warmup=args.warmup,
+                                        run_id=f"G{i}")
                 finally:
-                    stats = _stop_abuser(proc)
+                    stats = _stop_abuser(proc) if proc is not None else {}
+            print(f"{name:12} {r['msgs_per_s']:>9} msg/s p50={r['p50_ms']} ms p99={r['p99_ms']} ms "
+                  f"codes={r['ack_codes']} bad_msa2={r['mismatched_msa2']} "
+                  f"closed={r['closed_by_server']} abuser={stats}", flush=True)
+            if proc is None:
+                baselines.append(r["msgs_per_s"])
+            else:
                 rows.append({"scenario": name, **r, "abuser": ABUSERS[name][2],
                              "stats": json.dumps(stats, separators=(",", ":"))})
-                print(f"{'':12} abuser: {stats}", flush=True)
-            after = measure("baseline")
     finally:
         if pg is not None:
             pg.stop()
             shutil.rmtree(work / "pg-data", ignore_errors=True)
-    base = (before["msgs_per_s"] + after["msgs_per_s"]) / 2
+    base = sum(baselines) / len(baselines)
     for row in rows:
         row["share"] = f"{100 * row['msgs_per_s'] / base:.0f} %" if base else "-"
     body = "\n".join([
@@ -496,13 +517,14 @@ def main() -> None:
         "",
         f"Measured {harness.stamp()} on {harness.machine()}.",
         f"Command: `python bench/run_abuse_bench.py --duration {args.duration:g} --connections {n}` — "
-        "the durable channel (parse, validate, conflict_check, persist, notify; "
+        "for each scenario a fresh database and engine: the durable channel (parse, validate, "
+        "conflict_check, persist, notify; "
         + ("the given PostgreSQL" if args.database_url else "a private embedded PostgreSQL")
         + ") pinned to one core, limits as shipped except `max_connections: 1100`; the well-behaved "
-        f"sender is `bench/loadgen.py` ({n} connection(s), closed loop, every MSA-2 checked), "
-        "sharing the other core with the abuser process. Baseline without abuse: "
-        f"{before['msgs_per_s']} msg/s before, {after['msgs_per_s']} msg/s after (mean {base:.1f}). "
-        "Target: at least 80 % of the baseline in every scenario.",
+        f"sender is `bench/loadgen.py` ({n} connection(s), closed loop, every MSA-2 checked, "
+        "new bookings: `bench/soak.py`'s template), sharing the other core with the abuser "
+        f"process. Baseline without abuse: {baselines[0]} msg/s first, {baselines[-1]} msg/s last "
+        f"(mean {base:.1f}). Target: at least 80 % of the baseline in every scenario.",
         "",
         harness.table(rows, [("scenario", "scenario"), ("abuser", "abuser"),
                              ("msgs_per_s", "well-behaved msgs/s"), ("share", "of baseline"),
