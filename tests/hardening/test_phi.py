@@ -89,10 +89,10 @@ def phi_of(message: bytes) -> set[str]:
         ids = (2, 3, 4, 19) if seg == "PID" else (33,)
         names = (5, 6, 9) if seg == "PID" else (2,)
         phones = (13, 14) if seg == "PID" else (5, 6)
-        for n in ids:
-            found |= {v[0] for v in values(n) if len(v[0]) >= 4}
+        for n in ids:                   # short numbers are everywhere (ids of rows, byte counts)
+            found |= {v[0] for v in values(n) if len(v[0]) >= (5 if v[0].isdigit() else 4)}
         for n in names:
-            found |= {c for v in values(n) for c in v[:2] if len(c) >= 3}
+            found |= {c for v in values(n) for c in v[:2] if len(c) >= 3 and not c.isdigit()}
         for n in phones:
             for v in values(n):
                 digits = "".join(ch for ch in "".join(v[5:7]) if ch.isdigit()) or \
@@ -125,8 +125,8 @@ def variants(message: bytes) -> list[bytes]:
 
 def search(text: str, tokens: set[str]) -> list[str]:
     hits = []
-    for token in tokens:
-        pattern = r"(?<![0-9A-Za-z])" + re.escape(token) + r"(?![0-9A-Za-z])"
+    for token in tokens:              # whole tokens: not a part of a word or of a decimal number
+        pattern = r"(?<![0-9A-Za-z.])" + re.escape(token) + r"(?![0-9A-Za-z]|\.[0-9])"
         if re.search(pattern, text, re.IGNORECASE if not token[0].isdigit() else 0):
             hits.append(token)
     return sorted(hits)
