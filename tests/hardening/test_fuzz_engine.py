@@ -43,7 +43,7 @@ CORPUS = corpus()
 PROBE_ID = "PROBE-0001"
 PROBE = (f"MSH|^~\\&|FUZZ|HOSP|RADS|RAD|20250101120000||SIU^S12|{PROBE_ID}|P|2.5\r"
          "SCH|PA1|PF1\rPID|1||PROBE\r").encode()
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=100, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -147,7 +147,7 @@ def test_any_stream_gets_an_answer_per_frame_and_the_connection_survives(live, p
     live.check_healthy()
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=25)
 @given(st.lists(piece, max_size=4), oversize_frame, st.lists(piece, max_size=3),
        st.lists(st.integers(0, 10**6), max_size=12))
 def test_oversize_frame_is_refused_and_closed_whatever_came_before(live, before, big, after, cuts):
