@@ -130,6 +130,11 @@ class Pipeline:
         self._transactional = [self._step(spec, stage) for spec, stage in steps[first_tx:]]
         if self._transactional and unit_of_work is None:
             raise ValueError(f"channel {channel!r}: transactional stages need a unit of work")
+        names = [spec.name for spec, _ in steps]
+        for _, stage in steps:         # optional hook: a stage that works with a later one
+            bind = getattr(stage, "bind_pipeline", None)
+            if bind is not None:
+                bind(names)
 
     def _step(self, spec: StageSpec, stage: Stage) -> Step:
         return Step(spec.name, stage, metrics.STAGE_SECONDS.labels(self.channel, spec.name))

@@ -47,8 +47,18 @@ from ..domain.model import AppointmentEvent
 from ..errors import Retry
 from ..exchange import Exchange
 from ..rules import Booking, Finding, FindingSummary, RulesConfig, RuleSet
-from ..store import appointments, journal, outbox
-from ..store.conflicts import Claim, StoredAppointment, link_findings, load_appointment, load_context
+from ..store import appointments, deferred, journal, mapping, outbox
+from ..store.conflicts import (
+    CHECK_FINISH,
+    CHECK_REQUEST,
+    Claim,
+    ContextRequest,
+    Neighbourhood,
+    StoredAppointment,
+    link_findings,
+    load_appointment,
+    load_context,
+)
 
 log = structlog.get_logger("radsched.conflicts")
 
@@ -98,6 +108,13 @@ class ConflictCheckStage:
         self.review = bool(options.ai_review and analyzer is not None
                            and getattr(analyzer, "enabled", True))
         self._counters: dict[tuple[str, str], Any] = {}
+        self.combined = False              # persist follows: S12 checks ride on its write
+
+    def bind_pipeline(self, names: list[str]) -> None:
+        """Told the channel's stage names by the runner: with persist after this stage, an S12's
+        neighbourhood is read in the same call that writes it."""
+        mine = names.index("conflict_check") if "conflict_check" in names else len(names)
+        self.combined = "persist" in names[mine + 1:]
 
     async def __call__(self, exchange: Exchange) -> None:
         from ..domain.extract import event_for
@@ -128,10 +145,20 @@ class ConflictCheckStage:
             await self._release(exchange, event, keys, before)
             return
         locks = lock_names(booking) + (lock_names(booking_from_stored(before)) if before else [])
+        request = ContextRequest(
+            keys, tuple(locks), _claim(exchange, self.channel), tuple(slot_resources(booking)),
+            booking.start, booking.end, booking.patient_key, self.rules.window(booking))
+        if event.trigger == "S12" and self.combined:
+            # Nothing stored is needed to name what to look at: persist sends this request with
+            # its write (one round trip) and hands the neighbourhood back to ``_finish``.
+            exchange.data[CHECK_REQUEST] = request
+            exchange.data[CHECK_FINISH] = lambda found, row: self._finish(
+                exchange, event, booking, found, row)
+            return
         found = await load_context(
-            conn, keys=keys, locks=locks, claim=_claim(exchange, self.channel),
-            resources=slot_resources(booking), start=booking.start, end=booking.end,
-            patient_key=booking.patient_key, window=self.rules.window(booking))
+            conn, keys=keys, locks=locks, claim=request.claim, resources=request.resources,
+            start=booking.start, end=booking.end, patient_key=booking.patient_key,
+            window=request.window)
         if found.state != "new":
             return                         # a redelivery: persist repeats the first answer
         own = found.own
@@ -139,6 +166,38 @@ class ConflictCheckStage:
             if own.active or _stale(event, own):
                 return                     # persist: AE 205 (booked) / stale
             booking = replace(booking, key=own.key)
+        results, ids = self._evaluate(exchange, booking, found)
+        own_id = own.id if own is not None else None
+        await link_findings(conn, booking.key, strip=own.linked_keys() if own else (),
+                            add=stored.mirrors(results, booking.key, own_id, ids))
+        if self.review:
+            self._queue_review(exchange, booking, own_id)
+
+    def _finish(self, exchange: Exchange, event: AppointmentEvent, booking: Booking,
+                found: Neighbourhood, row: dict[str, Any] | None) -> None:
+        """The S12 check after persist wrote the booking (``row``) with ``found`` read just before:
+        the rules, then the findings and their mirrors left for the commit (``store.deferred``)."""
+        own = found.own
+        if found.state != "new" or row is None:
+            return
+        if own is not None:                # an inactive appointment booked again
+            booking = replace(booking, key=own.key)
+        results, ids = self._evaluate(exchange, booking, found)
+        own_id = own.id if own is not None else None
+        if exchange.data["conflicts"]:
+            deferred.add(exchange, deferred.POST, ("conflicts", {
+                "id": row["id"], "value": mapping.jsonable(exchange.data["conflicts"])}))
+        strip = own.linked_keys() if own else []
+        add = {str(i): e for i, e in stored.mirrors(results, booking.key, own_id, ids).items() if e}
+        if strip or add:
+            deferred.add(exchange, deferred.POST, ("links", {"key": booking.key, "strip": strip,
+                                                            "add": add}))
+        if self.review:
+            self._queue_review(exchange, booking, own_id)
+
+    def _evaluate(self, exchange: Exchange, booking: Booking,
+                  found: Neighbourhood) -> tuple[list[Finding], dict[str, int]]:
+        """Run the rules; findings to ``exchange.data``, counted and logged; AE 205 when they block."""
         neighbours = [booking_from_stored(o) for o in found.others]
         ids = {o.key: o.id for o in found.others}
         results = self.rules.evaluate(booking, neighbours, exchange.received_at)
@@ -153,11 +212,7 @@ class ConflictCheckStage:
             blocking = stored.blocking(results)
             if blocking:
                 raise stored.reject(blocking, ids)
-        own_id = own.id if own is not None else None
-        await link_findings(conn, booking.key, strip=own.linked_keys() if own else (),
-                            add=stored.mirrors(results, booking.key, own_id, ids))
-        if self.review:
-            self._queue_review(exchange, booking, own_id)
+        return results, ids
 
     async def _release(self, exchange: Exchange, event: AppointmentEvent, keys: tuple[str, ...],
                        before: StoredAppointment | None) -> None:

@@ -61,6 +61,7 @@ from ..domain.model import AppointmentEvent, OrderEvent
 from ..errors import Drop, Location, Problem, Reject, Retry
 from ..exchange import Exchange, Outcome
 from ..store import appointments, journal, mapping, orders
+from ..store.conflicts import CHECK_FINISH, CHECK_REQUEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,18 +101,31 @@ class PersistStage:
         if event.trigger == "S12" and event.start is None:
             raise Reject(101, "appointment start missing (TQ1-7 / SCH-11.4)", "SCH-11")
         extra: dict[str, Any] = {}
-        if "conflicts" in exchange.data:
-            extra["conflicts"] = exchange.data["conflicts"]
+        request = exchange.data.pop(CHECK_REQUEST, None)
+        if request is not None and request.keys != keys:
+            request = None
+        if "conflicts" in exchange.data or request is not None:
+            # (a check sent with the write below stores its findings with the commit)
+            extra["conflicts"] = exchange.data.get("conflicts", [])
         fields = mapping.appointment_patch(event, default_duration=self.default_duration, **extra)
         resources = mapping.resource_rows(event.resources)
         meta = journal.meta(exchange, Outcome.ACCEPTED)
-        done = await appointments.apply_appointment(
-            exchange.tx, meta=meta, raw=exchange.raw, content_hash=journal.content_hash(exchange),
+        args: dict[str, Any] = dict(
+            meta=meta, raw=exchange.raw, content_hash=journal.content_hash(exchange),
             message_lock=journal.message_lock(self.channel, meta["sending_application"],
                                               meta["sending_facility"], meta["control_id"]),
             keys=keys, trigger=event.trigger, event_time=event.event_time, fields=fields,
             resources=resources if resources and event.trigger in ("S12", "S13", "S14") else None,
             merge=event.trigger == "S14")
+        if request is not None:        # conflict_check's S12 neighbourhood, in the same call
+            try:
+                found, done = await appointments.check_and_apply(exchange.tx, request, **args)
+            except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as exc:
+                raise Retry(206, f"booking slot locked by another message ({type(exc).__name__})",
+                            user_text="The schedule is being changed by another message; resend "
+                                      "later.")
+        else:
+            found, done = None, await appointments.apply_appointment(exchange.tx, **args)
         self._settle(exchange, done.result, done.detail, keys[0])
         exchange.data["appointment_id"] = done.appointment["id"] if done.appointment else None
         exchange.data["appointment"] = done.appointment
@@ -120,6 +134,9 @@ class PersistStage:
             return
         exchange.journal_id = done.journal_id
         exchange.data["journaled_warnings"] = len(exchange.warnings)
+        finish = exchange.data.pop(CHECK_FINISH, None)
+        if found is not None and finish is not None:
+            finish(found, done.appointment)          # the rules; may answer AE 205 (block)
 
     async def _orders(self, exchange: Exchange, event: OrderEvent) -> None:
         msh = journal.header(exchange)

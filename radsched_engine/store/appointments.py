@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from ..domain.model import NULL, AppointmentEvent
+from .conflicts import ContextRequest, Neighbourhood, neighbourhood
 from .journal import lock_key
 
 
@@ -110,3 +111,27 @@ async def apply_appointment(
     appointment = row["appointment"]
     return ApplyResult(row["result"], row["detail"], row["journal_id"],
                        dict(appointment.items()) if appointment is not None else None)
+
+
+_CHECK_APPLY = ("SELECT * FROM radsched_check_and_apply($1::bigint[], $2::jsonb, $3::text[], "
+                "$4::text[], $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16, "
+                "$17::jsonb, $18::jsonb, $19)")                     # migration 0303
+
+
+async def check_and_apply(
+    conn: asyncpg.Connection, request: ContextRequest, *, meta: dict[str, Any], raw: bytes,
+    content_hash: bytes, message_lock: int, keys: tuple[str, ...], trigger: str,
+    event_time: datetime | None, fields: dict[str, Any], resources: list[dict[str, Any]] | None,
+    merge: bool,
+) -> tuple[Neighbourhood, ApplyResult]:
+    """``load_context(request)`` then ``apply_appointment(...)``, in one round trip.
+
+    The neighbourhood is read (locks taken, redelivery checked) before the change is written.
+    """
+    rows = await conn.fetch(_CHECK_APPLY, *request.args(), meta, raw, content_hash, message_lock,
+                            list(keys), trigger, event_time, fields, resources, merge)
+    last = rows[-1]
+    appointment = last["appointment"]
+    done = ApplyResult(last["result"], last["detail"], last["journal_id"],
+                       dict(appointment.items()) if appointment is not None else None)
+    return neighbourhood(rows[:-1]), done

@@ -89,6 +89,52 @@ def lock_ids(names: Iterable[str]) -> list[int]:
     return sorted({lock_key(n) for n in names})
 
 
+# exchange.data keys: a conflict check left for persist to send with its write
+# (``appointments.check_and_apply``), and the callable that finishes it with what came back.
+CHECK_REQUEST = "conflict_check_request"
+CHECK_FINISH = "conflict_check_finish"
+
+
+@dataclass(frozen=True, slots=True)
+class ContextRequest:
+    """What ``load_context`` is asked for, kept for a later call (``appointments.check_and_apply``)."""
+
+    keys: tuple[str, ...]
+    locks: tuple[str, ...] = ()
+    claim: Claim | None = None
+    resources: tuple[tuple[str, str], ...] | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    patient_key: str = ""
+    window: tuple[datetime, datetime] | None = None
+
+    def args(self) -> tuple[Any, ...]:
+        """``radsched_conflict_context``'s arguments after p_claim, but without p_hash/p_keys:
+        (locks, claim, kinds, codes, start, end, patient, from, to)."""
+        kinds = codes = None
+        if self.resources is not None:
+            kinds = [k for k, _ in self.resources]
+            codes = [c for _, c in self.resources]
+        lo, hi = self.window if self.window is not None else (self.start, self.end)
+        return (lock_ids(self.locks) or None, self.claim.json() if self.claim is not None else None,
+                kinds, codes, self.start, self.end, self.patient_key or "", lo, hi)
+
+
+def neighbourhood(records: Iterable[Mapping[str, Any]]) -> Neighbourhood:
+    """The context rows of ``radsched_conflict_context`` (other roles ignored) as a Neighbourhood."""
+    own: StoredAppointment | None = None
+    others: list[StoredAppointment] = []
+    for r in records:
+        role = r["role"]
+        if role in ("duplicate", "reused"):
+            return Neighbourhood(role)
+        if role == "self":
+            own = StoredAppointment.from_record(r)
+        elif role == "other":
+            others.append(StoredAppointment.from_record(r))
+    return Neighbourhood("new", own, tuple(others))
+
+
 async def load_context(
     conn: asyncpg.Connection, *, keys: Sequence[str], locks: Iterable[str] = (),
     claim: Claim | None = None, resources: Sequence[tuple[str, str]] | None = None,
@@ -101,26 +147,14 @@ async def load_context(
     holding one of those resources during ``[start, end)``, and the active appointments of
     ``patient_key`` overlapping ``window``; never the appointment stored under ``keys``.
     """
-    kinds = codes = None
-    if resources is not None:
-        kinds = [k for k, _ in resources]
-        codes = [c for _, c in resources]
-    lo, hi = window if window is not None else (start, end)
+    request = ContextRequest(tuple(keys), tuple(locks), claim,
+                             tuple(resources) if resources is not None else None, start, end,
+                             patient_key, window)
+    locks_, claim_json, kinds, codes, start_, end_, patient, lo, hi = request.args()
     records = await conn.fetch(
-        _CONTEXT, lock_ids(locks) or None, claim.json() if claim is not None else None,
-        claim.content_hash if claim is not None else None, list(keys), kinds, codes, start, end,
-        patient_key or "", lo, hi)
-    own: StoredAppointment | None = None
-    others: list[StoredAppointment] = []
-    for r in records:
-        role = r["role"]
-        if role in ("duplicate", "reused"):
-            return Neighbourhood(role)
-        if role == "self":
-            own = StoredAppointment.from_record(r)
-        else:
-            others.append(StoredAppointment.from_record(r))
-    return Neighbourhood("new", own, tuple(others))
+        _CONTEXT, locks_, claim_json, claim.content_hash if claim is not None else None,
+        list(keys), kinds, codes, start_, end_, patient, lo, hi)
+    return neighbourhood(records)
 
 
 async def load_appointment(conn: asyncpg.Connection, keys: Sequence[str]) -> StoredAppointment | None:

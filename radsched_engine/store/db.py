@@ -14,7 +14,7 @@ import structlog
 
 from .. import metrics
 from ..exchange import Exchange, Outcome
-from . import journal, outbox
+from . import deferred, journal
 
 log = structlog.get_logger("radsched.store")
 
@@ -184,9 +184,9 @@ class UnitOfWork:
 
     async def _finish_accepted(self, conn: asyncpg.Connection, exchange: Exchange,
                                outcome: Outcome, *, flush: bool = True) -> None:
-        """Journal an accepted exchange (unless persist did) and write its deferred outbox rows."""
+        """Journal an accepted exchange (unless persist did) and write what its stages deferred."""
         if flush:
-            await outbox.flush(conn, list(exchange.data.get(outbox.PENDING, ())))
+            await deferred.flush(conn, *deferred.gather([exchange]))
         if exchange.journal_id is None:
             exchange.journal_id = await self._insert(conn, exchange, outcome)
         elif len(exchange.warnings) != exchange.data.get("journaled_warnings", 0):

@@ -6,8 +6,7 @@ waiting (up to ``max_batch``) and, on one pooled connection:
 
     BEGIN (with a short lock_timeout)
     each member's stages (and its journal row, which persist writes with its effects)
-    the outbox rows the members' stages deferred, in one statement
-    COMMIT
+    what the members' stages deferred (outbox rows, findings) + COMMIT, in one round trip
 
 and only then releases the members, whose ACKs the channel writes (AA only after commit). No
 savepoints (each would cost a round trip per message): when a member's outcome is not accepted
@@ -39,7 +38,7 @@ from typing import Any
 
 from .. import metrics
 from ..exchange import Exchange, Outcome
-from . import outbox
+from . import deferred
 from .db import Store, UnitOfWork
 
 Body = Callable[[Exchange], Awaitable[None]]
@@ -147,7 +146,7 @@ class GroupUnitOfWork(UnitOfWork):
                     outcome = exchange.outcome or Outcome.ACCEPTED
                     if outcome.accepted:
                         await self._finish_accepted(conn, exchange, outcome, flush=False)
-                        await self._commit(conn, list(exchange.data.get(outbox.PENDING, ())))
+                        await self._commit(conn, [exchange])
                     else:
                         exchange.journal_id = None
                         await conn.execute("ROLLBACK")
@@ -164,10 +163,12 @@ class GroupUnitOfWork(UnitOfWork):
         metrics.STORE_SECONDS.labels("transaction").observe(time.perf_counter() - started)
 
     @staticmethod
-    async def _commit(conn: Any, rows: list[dict[str, Any]]) -> None:
-        sql = outbox.commit_sql(rows)
+    async def _commit(conn: Any, exchanges: list[Exchange]) -> None:
+        """COMMIT, with the writes the exchanges' stages deferred (``store.deferred``)."""
+        rows, post = deferred.gather(exchanges)
+        sql = deferred.commit_sql(rows, post)
         if not sql:
-            await outbox.flush(conn, rows)
+            await deferred.flush(conn, rows, post)
             sql = "COMMIT"
         await conn.execute(sql)
 
@@ -191,8 +192,13 @@ class GroupUnitOfWork(UnitOfWork):
             async with self.store.connection() as conn:
                 await conn.execute(self._begin)
                 try:
-                    for member in batch:
+                    for i, member in enumerate(batch):
                         ex = member.exchange
+                        if i and not _reads_safely(ex):
+                            # Findings earlier members left for the commit, before a message
+                            # that could read them (one round trip, only then).
+                            await deferred.flush(conn, [], deferred.take_post(
+                                m.exchange for m in batch[:i]))
                         ex.tx = conn
                         try:
                             await member.body(ex)
@@ -204,8 +210,7 @@ class GroupUnitOfWork(UnitOfWork):
                         await self._finish_accepted(conn, ex, outcome, flush=False)
                         outcomes.append(outcome)
                     if len(outcomes) == len(batch):
-                        await self._commit(conn, [row for m in batch
-                                                  for row in m.exchange.data.get(outbox.PENDING, ())])
+                        await self._commit(conn, [m.exchange for m in batch])
                     else:
                         await conn.execute("ROLLBACK")
                 except BaseException:
@@ -245,6 +250,12 @@ class GroupUnitOfWork(UnitOfWork):
         self._queue.extendleft(reversed(batch[failed + 1:]))
         await self._run(batch[:failed])
         await self._run([batch[failed]])
+
+
+def _reads_safely(exchange: Exchange) -> bool:
+    """True when ``exchange`` cannot read what earlier members deferred: an S12 (a booking) only
+    writes new or inactive appointments, while deferred findings go to active ones."""
+    return exchange.message_type == "SIU^S12"
 
 
 async def _quietly(work: Awaitable[Any]) -> None:

@@ -18,11 +18,12 @@ transaction) keeps the first row.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+from . import deferred
 
 _ENQUEUE = """
 INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id)
@@ -42,47 +43,16 @@ async def enqueue(conn: asyncpg.Connection, kind: str, dedupe_key: str, payload:
     return status.endswith(" 1")
 
 
-PENDING = "outbox_pending"      # exchange.data key of the rows deferred in this transaction
-_FLUSH = "SELECT radsched_enqueue($1::jsonb)"      # migrations/0301_hot_path_plans.sql
-
-
 def defer(exchange: Any, kind: str, dedupe_key: str, payload: dict[str, Any], *,
           not_before: datetime | None = None, appointment_id: int | None = None) -> None:
     """Queue one side effect with the exchange's transaction, written when it commits.
 
-    The unit of work inserts every row its stages deferred in one statement just before the
-    commit (``flush``), so a message costs no round trip of its own for its outbox rows; rows
-    of a message whose effects are rolled back are never written. Same semantics as
+    The unit of work inserts every row its stages deferred in one statement sent with the
+    COMMIT (``deferred``), so a message costs no round trip of its own for its outbox rows;
+    rows of a message whose effects are rolled back are never written. Same semantics as
     ``enqueue`` otherwise (``dedupe_key`` keeps the first row).
     """
-    row = {"kind": kind, "dedupe_key": dedupe_key, "payload": payload,
-           "not_before": not_before.isoformat() if not_before is not None else None,
-           "appointment_id": appointment_id}
-    # A tuple, replaced on each add: a shallow copy of exchange.data is a safe snapshot.
-    exchange.data[PENDING] = (*exchange.data.get(PENDING, ()), row)
-
-
-async def flush(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> int:
-    """Insert deferred rows (``defer``) in ``conn``'s transaction; returns the rows added."""
-    if not rows:
-        return 0
-    return await conn.fetchval(_FLUSH, rows)
-
-
-_TAG = "$radsched_outbox$"
-
-
-def commit_sql(rows: list[dict[str, Any]]) -> str:
-    """``COMMIT``, preceded by the insert of ``rows`` when there are any: one round trip.
-
-    The rows travel as a dollar-quoted JSON literal in a simple-protocol query (ASCII JSON, no
-    escaping needed); in the rare case the JSON holds the quote tag, the caller gets ``""`` and
-    must ``flush`` first and commit separately. If the insert fails the COMMIT in the same
-    query string is not run: the transaction is left failed, for the caller to roll back.
-    """
-    if not rows:
-        return "COMMIT"
-    text = json.dumps(rows)
-    if _TAG in text:
-        return ""
-    return f"SELECT radsched_enqueue({_TAG}{text}{_TAG}::jsonb); COMMIT"
+    deferred.add(exchange, deferred.OUTBOX, {
+        "kind": kind, "dedupe_key": dedupe_key, "payload": payload,
+        "not_before": not_before.isoformat() if not_before is not None else None,
+        "appointment_id": appointment_id})

@@ -11,7 +11,7 @@ import pytest
 from radsched_engine.errors import Problem
 from radsched_engine.exchange import Exchange, Outcome
 from radsched_engine.pipeline import Pipeline, StageSpec
-from radsched_engine.store import Store, outbox
+from radsched_engine.store import Store, deferred
 from radsched_engine.store.group import GroupUnitOfWork
 from radsched_engine.store.outbox import defer
 from tests.store.helpers import exchange, fetch, journal_rows, siu
@@ -276,15 +276,15 @@ async def test_outbox_rows_ride_on_the_commit_even_when_they_hold_the_quote_tag(
     uow = GroupUnitOfWork(store, "scheduling")
 
     async def body(ex: Exchange) -> None:
-        defer(ex, "sms", "k-tag", {"body": "a $radsched_outbox$ b ' \\ \u00e9"})
+        defer(ex, "sms", "k-tag", {"body": "a $radsched_deferred$ b ' \\ \u00e9"})
         defer(ex, "sms", "k-plain", {"body": "it's"})
 
     await uow.run(exchange(siu("S12", "T1")), body)
     rows = await fetch(db_url, "SELECT dedupe_key, payload->>'body' AS body FROM outbox ORDER BY id")
-    assert rows == [{"dedupe_key": "k-tag", "body": "a $radsched_outbox$ b ' \\ \u00e9"},
+    assert rows == [{"dedupe_key": "k-tag", "body": "a $radsched_deferred$ b ' \\ \u00e9"},
                     {"dedupe_key": "k-plain", "body": "it's"}]
-    assert outbox.commit_sql([{"x": "it's"}]).endswith("; COMMIT")
-    assert outbox.commit_sql([]) == "COMMIT"
+    assert deferred.commit_sql([{"x": "it's"}]).endswith("; COMMIT")
+    assert deferred.commit_sql([]) == "COMMIT"
 
 
 async def test_deleting_an_appointment_still_takes_its_resources_and_unlinks_its_texts(
