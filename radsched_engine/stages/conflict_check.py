@@ -25,6 +25,15 @@ Per SIU message, before ``persist`` and in the same transaction:
 7. ``ai_review``: an ``ai_analysis`` outbox row is queued in the same transaction when the
    Claude service exists (the review runs after commit and never delays the ACK).
 
+An S12 (a new booking: nothing stored is needed to build its candidate) takes a shorter road
+when ``persist`` follows in the channel: the stage leaves its request in the exchange and
+persist sends it with its write (``radsched_check_and_apply``: locks, redelivery check and
+neighbours read first, then the booking written, one round trip); the rules then run on what
+was read (``_finish``), and the findings and mirrors are written with the commit
+(``store.deferred``), or before any later message of the same group-commit transaction that
+could read them. Same locks, same snapshot rules, same answers; a blocking finding under
+``policy: block`` rolls the whole message back.
+
 Cancel, discontinue, delete and no-show (and updates whose status ends the appointment) are
 not evaluated: the appointment's findings are cleared and removed from its former partners.
 Stale updates, updates of unknown appointments and S12 for a booked id are left to persist.

@@ -21,10 +21,14 @@ say) nothing is committed and every member runs again alone; if the connection i
 (the database went away) nothing of the batch is committed and every member gets the
 exception at once (AR 207: the senders resend).
 
-With one exchange waiting (one connection, or a quiet moment) it runs in the caller's task
-exactly as ``UnitOfWork.transaction`` does. ``writers`` batches may be in flight at once (on
-different connections), so the engine's CPU work overlaps the database's; two batches locking
-the same resources in different orders wait at most ``BATCH_LOCK_TIMEOUT_MS`` for each other.
+The task that finds a writer free leads the transaction itself (after one turn of the event
+loop, so that exchanges ready at the same moment join it); with one exchange waiting (one
+connection, or a quiet moment) that is exactly ``UnitOfWork.transaction`` in the caller's
+task, with the outbox rows and findings riding on the COMMIT. A transaction holding other
+tasks' messages runs shielded from the leading task's cancellation. ``writers`` batches may be
+in flight at once (on different connections), so the engine's CPU work overlaps the
+database's; two batches locking the same resources in different orders wait at most
+``BATCH_LOCK_TIMEOUT_MS`` for each other.
 """
 
 from __future__ import annotations
@@ -94,17 +98,24 @@ class GroupUnitOfWork(UnitOfWork):
     async def run(self, exchange: Exchange, body: Body) -> None:
         """Run ``body`` (the transactional stages) for ``exchange`` inside a transaction, journal
         the outcome and commit; returns once committed, raises when nothing could be committed."""
-        if self._running < self.writers and not self._queue:
-            self._running += 1               # nobody waiting: run it here, as a batch of one
+        member = _Member(exchange, body, asyncio.get_running_loop().create_future())
+        self._queue.append(member)
+        if self._running < self.writers:
+            # Lead one transaction from this task. Let the exchanges that are ready to run now
+            # join it first (one turn of the event loop), then take everything waiting.
+            self._running += 1
             try:
-                await self._alone(exchange, body)
+                await asyncio.sleep(0)
+                if self._queue and not member.done.done():
+                    take = min(len(self._queue), self.max_batch)
+                    batch = [self._queue.popleft() for _ in range(take)]
+                    if batch == [member]:
+                        await self._settle(member, self._alone(exchange, body))
+                    else:                      # others' messages: not cancelled with this task
+                        await asyncio.shield(self._run(batch))
             finally:
                 self._running -= 1
                 self._wake()
-            return
-        member = _Member(exchange, body, asyncio.get_running_loop().create_future())
-        self._queue.append(member)
-        self._wake()
         await member.done
 
     def _wake(self) -> None:
