@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from typing import Any
 
 import asyncpg
@@ -40,9 +41,7 @@ async def open_store(config: Any) -> tuple[Store, EmbeddedPostgres | None]:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
         if isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)):
-            reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) \
-                or type(exc).__name__
-            raise StartupError(f"database {mask_url(url)} cannot be used: {reason}") from None
+            raise StartupError(f"database {mask_url(url)} cannot be used: {_reason(exc)}") from None
         raise
     return store, embedded
 
@@ -66,3 +65,17 @@ def database_url_for_config(config: Any, *, show_password: bool = False) -> str:
     if url:
         return url if show_password else mask_url(url)
     return database_url(config.data_dir)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a database could not be used, in the same words however the failure surfaced
+    (asyncio reports a refused connection as ConnectionRefusedError or as an OSError with
+    ECONNREFUSED and 'Connect call failed', depending on the path taken)."""
+    code = getattr(exc, "errno", None)
+    if code == errno.ECONNREFUSED:
+        return "connection refused (nothing listens at that address)"
+    if isinstance(exc, TimeoutError):
+        return "no answer within the connect timeout"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
