@@ -138,7 +138,8 @@ def measure(url: str, pg: psutil.Process | None, work: Path, name: str, connecti
         gen = subprocess.Popen(
             [*harness.pin(1), sys.executable, "-m", "bench.loadgen", "--port", str(port),
              "--connections", str(connections), "--duration", str(duration), "--warmup", str(warmup),
-             "--template", str(template(work, name)), "--run-id", name],
+             "--template", str(template(work, f"{name}-{os.getpid()}")),
+             "--run-id", f"{name}-{os.getpid()}"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         eng, lg = psutil.Process(engine.pid), psutil.Process(gen.pid)
         time.sleep(warmup + 0.5)
