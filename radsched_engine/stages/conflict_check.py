@@ -160,9 +160,13 @@ class ConflictCheckStage:
         if event.trigger == "S12" and self.combined:
             # Nothing stored is needed to name what to look at: persist sends this request with
             # its write (one round trip) and hands the neighbourhood back to ``_finish``.
-            exchange.data[CHECK_REQUEST] = request
+            # The findings that need no neighbour (preparation advice, calendars, ...) are
+            # known now and stored with the booking; only neighbours can change them later.
+            alone = self.rules.evaluate(booking, [], exchange.received_at)
+            written = [stored.entry(f, {}) for f in alone]
+            exchange.data[CHECK_REQUEST] = replace(request, conflicts=written)
             exchange.data[CHECK_FINISH] = lambda found, row: self._finish(
-                exchange, event, booking, found, row)
+                exchange, booking, found, row, alone, written)
             return
         found = await load_context(
             conn, keys=keys, locks=locks, claim=request.claim, resources=request.resources,
@@ -182,18 +186,21 @@ class ConflictCheckStage:
         if self.review:
             self._queue_review(exchange, booking, own_id)
 
-    def _finish(self, exchange: Exchange, event: AppointmentEvent, booking: Booking,
-                found: Neighbourhood, row: dict[str, Any] | None) -> None:
-        """The S12 check after persist wrote the booking (``row``) with ``found`` read just before:
-        the rules, then the findings and their mirrors left for the commit (``store.deferred``)."""
+    def _finish(self, exchange: Exchange, booking: Booking, found: Neighbourhood,
+                row: dict[str, Any] | None, alone: list[Finding],
+                written: list[dict[str, Any]]) -> None:
+        """The S12 check after persist wrote the booking (``row``, with the findings ``written``)
+        and ``found`` read just before it: the rules on the neighbours, then any change to the
+        findings and their mirrors left for the commit (``store.deferred``)."""
         own = found.own
         if found.state != "new" or row is None:
             return
         if own is not None:                # an inactive appointment booked again
             booking = replace(booking, key=own.key)
-        results, ids = self._evaluate(exchange, booking, found)
+        results, ids = self._evaluate(exchange, booking, found,
+                                      alone if own is None and not found.others else None)
         own_id = own.id if own is not None else None
-        if exchange.data["conflicts"]:
+        if exchange.data["conflicts"] != written:
             deferred.add(exchange, deferred.POST, ("conflicts", {
                 "id": row["id"], "value": mapping.jsonable(exchange.data["conflicts"])}))
         strip = own.linked_keys() if own else []
@@ -204,12 +211,14 @@ class ConflictCheckStage:
         if self.review:
             self._queue_review(exchange, booking, own_id)
 
-    def _evaluate(self, exchange: Exchange, booking: Booking,
-                  found: Neighbourhood) -> tuple[list[Finding], dict[str, int]]:
-        """Run the rules; findings to ``exchange.data``, counted and logged; AE 205 when they block."""
-        neighbours = [booking_from_stored(o) for o in found.others]
+    def _evaluate(self, exchange: Exchange, booking: Booking, found: Neighbourhood,
+                  results: list[Finding] | None = None) -> tuple[list[Finding], dict[str, int]]:
+        """Run the rules (unless ``results`` already holds them); findings to ``exchange.data``,
+        counted and logged; AE 205 when they block."""
         ids = {o.key: o.id for o in found.others}
-        results = self.rules.evaluate(booking, neighbours, exchange.received_at)
+        if results is None:
+            neighbours = [booking_from_stored(o) for o in found.others]
+            results = self.rules.evaluate(booking, neighbours, exchange.received_at)
         exchange.data["conflicts"] = [stored.entry(f, ids) for f in results]
         exchange.data["conflict_findings"] = results
         self._count(results)

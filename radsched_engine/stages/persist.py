@@ -104,9 +104,10 @@ class PersistStage:
         request = exchange.data.pop(CHECK_REQUEST, None)
         if request is not None and request.keys != keys:
             request = None
-        if "conflicts" in exchange.data or request is not None:
-            # (a check sent with the write below stores its findings with the commit)
-            extra["conflicts"] = exchange.data.get("conflicts", [])
+        if request is not None:        # (the findings known before the write; more may follow)
+            extra["conflicts"] = request.conflicts or []
+        elif "conflicts" in exchange.data:
+            extra["conflicts"] = exchange.data["conflicts"]
         fields = mapping.appointment_patch(event, default_duration=self.default_duration, **extra)
         resources = mapping.resource_rows(event.resources)
         meta = journal.meta(exchange, Outcome.ACCEPTED)

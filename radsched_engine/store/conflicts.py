@@ -107,6 +107,7 @@ class ContextRequest:
     end: datetime | None = None
     patient_key: str = ""
     window: tuple[datetime, datetime] | None = None
+    conflicts: list[dict[str, Any]] | None = None   # findings to store with the write, if any
 
     def args(self) -> tuple[Any, ...]:
         """``radsched_conflict_context``'s arguments after p_claim, but without p_hash/p_keys:
