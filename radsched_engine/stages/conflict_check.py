@@ -164,7 +164,9 @@ class ConflictCheckStage:
             # known now and stored with the booking; only neighbours can change them later.
             alone = self.rules.evaluate(booking, [], exchange.received_at)
             written = [stored.entry(f, {}) for f in alone]
-            exchange.data[CHECK_REQUEST] = replace(request, conflicts=written)
+            # (no claim: the write's own redelivery check answers a redelivery, and the rules
+            # then never run)
+            exchange.data[CHECK_REQUEST] = replace(request, claim=None, conflicts=written)
             exchange.data[CHECK_FINISH] = lambda found, row: self._finish(
                 exchange, booking, found, row, alone, written)
             return
