@@ -136,10 +136,15 @@ class GroupUnitOfWork(UnitOfWork):
             self._wake()
 
     async def _run(self, members: list[_Member]) -> None:
-        if len(members) == 1:
-            await self._settle(members[0], self._alone(members[0].exchange, members[0].body))
-        elif members:
-            await self._batch(members)
+        try:
+            if len(members) == 1:
+                await self._settle(members[0], self._alone(members[0].exchange, members[0].body))
+            elif members:
+                await self._batch(members)
+        except Exception as exc:           # a bug here must not leave a sender waiting forever
+            for member in members:
+                if not member.done.done():
+                    member.done.set_exception(exc)
 
     async def _alone(self, exchange: Exchange, body: Body) -> None:
         """``UnitOfWork.transaction`` for one body, with the outbox rows and COMMIT in one round
