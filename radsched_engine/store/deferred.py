@@ -44,10 +44,6 @@ def gather(exchanges: Iterable[Any]) -> tuple[list[dict[str, Any]], dict[str, li
     return rows, post
 
 
-def pending_post(exchange: Any) -> bool:
-    return bool(exchange.data.get(POST))
-
-
 def take_post(exchanges: Iterable[Any]) -> dict[str, list[Any]] | None:
     """The post document of ``exchanges``, removing their post items (for an early ``flush``)."""
     post: dict[str, list[Any]] | None = None
