@@ -83,6 +83,14 @@ OUTBOX_SEND_SECONDS = Histogram(
     "radsched_outbox_send_duration_seconds", "Time taken by one outbox delivery attempt.",
     ["kind"], buckets=LATENCY_BUCKETS)
 
+# Retention (data pruner) ---------------------------------------------------------------------
+RETENTION_ROWS = Counter(
+    "radsched_retention_rows", "Rows pruned by the retention task, by table (hl7_messages, "
+    "outbox) and action (raw_cleared, deleted).", ["table", "action"])
+RETENTION_LAST_SUCCESS = Gauge(
+    "radsched_retention_last_success_timestamp_seconds",
+    "Unix time of the retention task's last complete run.")
+
 RELOADS = Counter("radsched_config_reloads", "SIGHUP reloads of the channel files, by result.",
                   ["result"])
 ENGINE_READY = Gauge("radsched_ready", "1 when every channel listens and the store is up.")
