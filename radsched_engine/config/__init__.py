@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from ..pipeline import StageSpec
 from .channel import DEFAULT_ACCEPT, AckSettings, ChannelConfig, Limits, StageConfig, TlsSettings
-from .engine import DatabaseSettings, EngineConfig, LogSettings, load_engine
+from .engine import DatabaseSettings, EngineConfig, LogSettings, RetentionSettings, load_engine
 from .lint import lint_paths
 from .loader import load_all, load_channel_file, load_channel_text, load_channels
 from .problems import ConfigError, ConfigProblem
@@ -21,7 +21,7 @@ def render_reference(stages: Mapping[str, StageSpec] | None = None) -> str:
 
 __all__ = [
     "DEFAULT_ACCEPT", "AckSettings", "ChannelConfig", "ConfigError", "ConfigProblem",
-    "DatabaseSettings", "EngineConfig", "Limits", "LogSettings", "StageConfig", "TlsSettings",
-    "lint_paths", "load_all", "load_channel_file", "load_channel_text", "load_channels",
-    "load_engine", "parse_options", "render_reference",
+    "DatabaseSettings", "EngineConfig", "Limits", "LogSettings", "RetentionSettings",
+    "StageConfig", "TlsSettings", "lint_paths", "load_all", "load_channel_file",
+    "load_channel_text", "load_channels", "load_engine", "parse_options", "render_reference",
 ]

@@ -21,6 +21,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 EXTRA_ENV = {   # variables read only through ${...} in the shipped files
     "RADSCHED_MLLP_LISTEN": ("0.0.0.0:8661", "`listen` of `channels/default.yaml` and the bench channel."),
+    "RADSCHED_RETENTION_RAW_DAYS": ("30", "`retention.raw_days` of `config/engine.yaml`."),
+    "RADSCHED_RETENTION_JOURNAL_DAYS": ("365", "`retention.journal_days` of `config/engine.yaml`."),
+    "RADSCHED_RETENTION_OUTBOX_DAYS": ("30", "`retention.outbox_days` of `config/engine.yaml`."),
 }
 
 INTRO = """\

@@ -1,4 +1,4 @@
-"""Engine settings (``config/engine.yaml``): where channels and data live, database, metrics, logs."""
+"""Engine settings (``config/engine.yaml``): channels and data dirs, database, metrics, logs, retention."""
 
 from __future__ import annotations
 
@@ -49,6 +49,43 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """How long the journal and the outbox keep rows (patient data); empty = keep forever."""
+
+    raw_days: int | None = field(default=None, metadata={
+        "doc": "Days a journal row keeps the message's raw bytes; after that `raw` is emptied and "
+               "the row's metadata (ids, outcome, ACK, hash) kept, like Mirth's \"prune content "
+               "only\". Empty = forever. At most `journal_days`.", "check": checks.positive})
+    journal_days: int | None = field(default=None, metadata={
+        "doc": "Days a journal row is kept at all. Redelivery is detected only while the first "
+               "delivery's row exists: a resend older than this is handled as a new message. "
+               "Empty = forever.", "check": checks.positive})
+    outbox_days: int | None = field(default=None, metadata={
+        "doc": "Days a finished outbox row (sent, skipped, dead, cancelled) is kept after its last "
+               "change; rows still pending, retrying or sending are never pruned. Empty = forever.",
+        "check": checks.positive})
+    interval: float = field(default=3600.0, metadata={
+        "doc": "Seconds between two runs of the pruner (the first runs `start_delay` seconds "
+               "after start).", "check": checks.positive})
+    start_delay: float = field(default=60.0, metadata={
+        "doc": "Seconds from engine start to the first run.", "check": checks.not_negative})
+    batch_size: int = field(default=1000, metadata={
+        "doc": "Rows looked at per short transaction.", "check": checks.positive})
+
+    def __post_init__(self) -> None:
+        if self.raw_days is not None and self.journal_days is not None \
+                and self.raw_days > self.journal_days:
+            raise ValueError(f"raw_days ({self.raw_days}) is greater than journal_days "
+                             f"({self.journal_days}): a row cannot keep its bytes longer than "
+                             "itself")
+
+    @property
+    def enabled(self) -> bool:
+        """True when anything is ever pruned."""
+        return any(d is not None for d in (self.raw_days, self.journal_days, self.outbox_days))
+
+
+@dataclass(frozen=True, slots=True)
 class EngineConfig:
     """Process-wide settings; relative paths are taken from the current working directory."""
 
@@ -67,6 +104,9 @@ class EngineConfig:
     shutdown_grace: float = field(default=30.0, metadata={
         "doc": "Seconds to let messages in flight finish after a stop signal.",
         "check": checks.not_negative})
+    retention: RetentionSettings = field(default_factory=RetentionSettings, metadata={
+        "doc": "Data pruner: how long journal rows, their raw bytes and finished outbox rows "
+               "are kept."})
     path: Path | None = field(default=None, metadata={
         "yaml": False, "doc": "The file these settings were loaded from (None = built-in defaults)."})
 

@@ -12,6 +12,7 @@ from radsched_engine.config import (
     DatabaseSettings,
     EngineConfig,
     LogSettings,
+    RetentionSettings,
     load_all,
     load_engine,
 )
@@ -43,14 +44,47 @@ def test_environment_overrides_without_a_file(tmp_path: Path, monkeypatch: pytes
     assert config.database.url == "postgresql://u@db:5432/radsched"
 
 
+SHIPPED_RETENTION = RetentionSettings(raw_days=30, journal_days=365, outbox_days=30)
+
+
 def test_shipped_file_equals_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """config/engine.yaml says nothing the built-in defaults don't, for any of the variables."""
+    """config/engine.yaml says nothing the built-in defaults don't, for any of the variables,
+    except the retention periods (the defaults keep everything; the file sets this site's)."""
     monkeypatch.chdir(tmp_path)
     for env in ({}, {"RADSCHED_METRICS_LISTEN": "127.0.0.1:1", "RADSCHED_CHANNELS_DIR": "c",
                      "RADSCHED_DATA_DIR": "d", "RADSCHED_DATABASE_URL": "postgres://x/y"}):
         shipped = load_engine(SHIPPED, env=env)
         assert shipped.path == SHIPPED
-        assert replace(shipped, path=None) == load_engine(env=env)
+        assert shipped.retention == SHIPPED_RETENTION
+        assert replace(shipped, path=None, retention=RetentionSettings()) == load_engine(env=env)
+    assert not RetentionSettings().enabled          # built in: nothing is ever pruned
+
+
+def test_shipped_retention_periods_follow_the_environment(tmp_path: Path) -> None:
+    shipped = load_engine(SHIPPED, env={"RADSCHED_RETENTION_RAW_DAYS": "7",
+                                        "RADSCHED_RETENTION_JOURNAL_DAYS": "3650",
+                                        "RADSCHED_RETENTION_OUTBOX_DAYS": "90"})
+    assert shipped.retention == replace(SHIPPED_RETENTION, raw_days=7, journal_days=3650,
+                                        outbox_days=90)
+
+
+def test_retention_raw_days_beyond_the_shipped_journal_days(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_engine(SHIPPED, env={"RADSCHED_RETENTION_RAW_DAYS": "400"})
+    [problem] = info.value.problems
+    assert problem.file == str(SHIPPED) and problem.line > 1
+    assert problem.message == ("retention: raw_days (400) is greater than journal_days (365): "
+                               "a row cannot keep its bytes longer than itself")
+
+
+def test_retention_section_alone(tmp_path: Path) -> None:
+    path = tmp_path / "engine.yaml"
+    path.write_text("retention:\n  raw_days: 2\n  outbox_days: 1\n  interval: 0.5\n"
+                    "  start_delay: 0\n  batch_size: 10\n")
+    config = load_engine(path, env={})
+    assert config.retention == RetentionSettings(raw_days=2, journal_days=None, outbox_days=1,
+                                                 interval=0.5, start_delay=0.0, batch_size=10)
+    assert config.retention.enabled
 
 
 def test_config_engine_yaml_in_the_working_directory_is_found(
