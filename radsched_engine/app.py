@@ -56,6 +56,7 @@ class Engine:
     http: Any = None
     services: dict[str, Any] = field(default_factory=dict)
     background: list[Any] = field(default_factory=list)   # objects with async start()/stop()
+    retention: Any = None             # the data pruner (store.retention.Pruner), when configured
     _embedded: Any = None
     _flusher: Any = None
     _lock: Any = None
@@ -75,6 +76,7 @@ class Engine:
         if self.needs_store():
             await self._open_store()
         await self._start_services()
+        self._add_retention()
         for cfg in self.channels:
             self.servers.append(self._build_server(cfg))
         host, port = _split_listen(self.config.metrics_listen)
@@ -184,6 +186,16 @@ class Engine:
         from .services import build_services
 
         self.services, self.background = await build_services(self.config, self.store, self.env)
+
+    def _add_retention(self) -> None:
+        """The data pruner (``retention:`` in engine.yaml), when a period is set and a store is open."""
+        settings = self.config.retention
+        if self.store is None or not settings.enabled:
+            return
+        from .store.retention import Pruner
+
+        self.retention = Pruner(self.store, settings)
+        self.background.append(self.retention)     # started after the listeners, stopped first
 
     async def _flush_logs(self) -> None:
         while True:

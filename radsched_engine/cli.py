@@ -1,4 +1,4 @@
-"""Command line: run | lint | send | stages | migrate | dburl."""
+"""Command line: run | lint | send | stages | migrate | dburl | outbox | conflicts | prune."""
 
 from __future__ import annotations
 
@@ -199,6 +199,49 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .store import database_url_for_config
+
+    engine_cfg, _ = _load(args.config)
+    if not engine_cfg.retention.enabled:
+        print("prune: nothing to do: no retention period is configured (engine.yaml, retention:)")
+        return 0
+    try:
+        url = database_url_for_config(engine_cfg, show_password=True)
+    except RuntimeError as exc:
+        print(f"prune: {exc}", file=sys.stderr)
+        return 1
+    code, text = asyncio.run(_prune(url, engine_cfg, args.dry_run))
+    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+async def _prune(url: str, engine_cfg: object, dry_run: bool) -> tuple[int, str]:
+    """One retention run now against the database at ``url``: (exit code, what it did)."""
+    import asyncpg
+
+    from .store import Store
+    from .store.db import failure_reason
+    from .store.retention import prune
+
+    db = engine_cfg.database                                  # type: ignore[attr-defined]
+    try:
+        store = await Store.open(url, pool_min=1, pool_max=1, connect_timeout=db.connect_timeout,
+                                 command_timeout=db.command_timeout,
+                                 application_name="radsched-engine prune")
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return 1, f"prune: database cannot be used: {failure_reason(exc)} ({type(exc).__name__})"
+    try:
+        report = await prune(store, engine_cfg.retention, dry_run=dry_run)  # type: ignore[attr-defined]
+    except asyncpg.UndefinedTableError:
+        return 1, "prune: the database schema is older than this engine: run radsched-engine migrate"
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return 1, f"prune: failed: {failure_reason(exc)} ({type(exc).__name__})"
+    finally:
+        await store.close()
+    return 0, "\n".join(report.lines())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radsched-engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.add_argument("--json", action="store_true", help="print the stored JSON")
     p.set_defaults(func=cmd_conflicts)
+    p = sub.add_parser("prune", help="run the data pruner once now (retention: in engine.yaml)")
+    p.add_argument("--config")
+    p.add_argument("--dry-run", action="store_true", help="count what would be pruned, change nothing")
+    p.set_defaults(func=cmd_prune)
     return parser
 
 
