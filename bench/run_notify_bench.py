@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg
+import psutil
 
 from bench import harness
 
@@ -39,6 +40,28 @@ pipeline:
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def _cpu(proc: psutil.Process, *, children: bool) -> float:
+    """CPU seconds of ``proc`` (and of its live and reaped children when ``children``)."""
+    try:
+        t = proc.cpu_times()
+    except psutil.Error:
+        return 0.0
+    total = t.user + t.system
+    if children:
+        total += t.children_user + t.children_system
+        for child in proc.children(recursive=True):
+            try:
+                c = child.cpu_times()
+            except psutil.Error:
+                continue
+            total += c.user + c.system
+    return total
+
+
+def _postmaster(data_dir: Path) -> psutil.Process:
+    return psutil.Process(int((data_dir / "postmaster.pid").read_text().split()[0]))
 
 
 async def _sql(url: str, query: str) -> list[asyncpg.Record]:
@@ -87,13 +110,21 @@ def main() -> None:
                        **({"RADSCHED_SMS_RATE": args.sms_rate} if args.sms_rate else {}),
                        **(twilio.env() if twilio is not None else {})}
                 with harness.server([sys.executable, "-m", "radsched_engine.cli", "run"], port, env=env,
-                                    log=work / f"{name}.log"):
+                                    log=work / f"{name}.log") as proc:
+                    engine, postmaster = psutil.Process(proc.pid), _postmaster(work / "pg-data" / "pg")
+                    cpu0 = _cpu(engine, children=True), _cpu(postmaster, children=True)
                     r = harness.loadgen(port, n, args.duration, warmup=args.warmup, run_id=name)
+                    cpu1 = _cpu(engine, children=True), _cpu(postmaster, children=True)
                     counts = asyncio.run(_sql(url, "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
+                    journal = asyncio.run(_sql(url, "SELECT count(*) AS n FROM hl7_messages"))[0]["n"]
                 texts = ", ".join(f"{c['status']} {c['n']}" for c in counts) or "-"
+                # CPU per message over the whole load (warm-up included), every journaled message.
+                r["engine_us"] = round(1e6 * (cpu1[0] - cpu0[0]) / max(1, journal))
+                r["pg_us"] = round(1e6 * (cpu1[1] - cpu0[1]) / max(1, journal))
                 rows.append({"notify": mode, **r, "texts": texts})
                 print(f"notify {mode:3} conns={n:3} {r['msgs_per_s']:>9} msg/s p50={r['p50_ms']} ms "
-                      f"p99={r['p99_ms']} ms codes={r['ack_codes']} outbox: {texts}", flush=True)
+                      f"p99={r['p99_ms']} ms codes={r['ack_codes']} engine {r['engine_us']} us/msg "
+                      f"postgres {r['pg_us']} us/msg outbox: {texts}", flush=True)
     finally:
         if twilio is not None:
             twilio.close()
@@ -108,6 +139,9 @@ def main() -> None:
             if off[key] and on[key]:
                 lines.append(f"- {n} connection(s), {label}: notify on is "
                              f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off (target: within 10 %)")
+        lines.append(f"- {n} connection(s), CPU per message (robust on a shared machine): engine "
+                     f"{off['engine_us']} → {on['engine_us']} µs, PostgreSQL {off['pg_us']} → "
+                     f"{on['pg_us']} µs (off → on)")
     body = "\n".join([
         "## Notify: durable channel ACK latency with notify on vs off (issue: notify)",
         "",
@@ -125,7 +159,8 @@ def main() -> None:
         "",
         harness.table(rows, [("notify", "notify"), ("connections", "connections"),
                              ("msgs_per_s", "msgs/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
-                             ("max_ms", "max ms"), ("ack_codes", "ACK codes"),
+                             ("max_ms", "max ms"), ("engine_us", "engine CPU µs/msg"),
+                             ("pg_us", "PostgreSQL CPU µs/msg"), ("ack_codes", "ACK codes"),
                              ("texts", "outbox at the end")]),
         "",
         *lines,
