@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from radsched_engine import metrics
+from prometheus_client import REGISTRY
+
 from radsched_engine.config import RetentionSettings
 from radsched_engine.store.retention import prune
 
@@ -14,7 +15,9 @@ SETTINGS = RetentionSettings(raw_days=30, journal_days=90, outbox_days=30, batch
 
 
 def counted(table: str, action: str) -> float:
-    return metrics.RETENTION_ROWS.labels(table, action)._value.get()
+    value = REGISTRY.get_sample_value("radsched_retention_rows_total",
+                                      {"table": table, "action": action})
+    return value or 0.0
 
 
 async def test_old_rows_deleted_middle_aged_rows_lose_their_bytes_young_rows_stay(store: Any) -> None:
@@ -163,3 +166,38 @@ class CountingStore:
     def connection(self) -> Any:
         self.opened += 1
         return self.store.connection()
+
+
+async def test_an_appointment_keeps_its_version_stamp_when_its_journal_row_goes(store: Any) -> None:
+    """No foreign key ties appointments to the journal: the booking stays, its
+    ``last_message_id`` (a version stamp) keeps naming the pruned row."""
+    [old] = await add_journal(store, [200])
+    async with store.connection() as conn:
+        appointment = await conn.fetchval(
+            """INSERT INTO appointments (appointment_key, channel, datetime, end_at, last_message_id)
+               VALUES ('ret|F:1', 'ret', $1::timestamptz, $1::timestamptz + interval '30 minutes',
+                       $2) RETURNING id""",
+            NOW, old)
+    await prune(store, SETTINGS, now=NOW)
+    assert old not in await journal_state(store)
+    async with store.connection() as conn:
+        assert await conn.fetchval("SELECT last_message_id FROM appointments WHERE id = $1",
+                                   appointment) == old
+
+
+async def claim(store: Any, control_id: str, content: bytes) -> str:
+    async with store.connection() as conn, conn.transaction():
+        return await conn.fetchval(
+            "SELECT state FROM radsched_claim_message(7, 'ret', 'RIS', 'HOSP', $1, $2)",
+            control_id, digest(content))
+
+
+async def test_a_redelivery_is_recognised_until_its_journal_row_is_pruned(store: Any) -> None:
+    await add_journal(store, [80])
+    assert await claim(store, "RET-000000", raw_message(0)) == "duplicate"
+    report = await prune(store, SETTINGS, now=NOW)            # bytes gone, hash kept
+    assert report.count("hl7_messages", "raw_cleared") == 1
+    assert await claim(store, "RET-000000", raw_message(0)) == "duplicate"
+    assert await claim(store, "RET-000000", raw_message(1)) == "reused"
+    await prune(store, RetentionSettings(journal_days=60), now=NOW)
+    assert await claim(store, "RET-000000", raw_message(0)) == "new"   # a new message now

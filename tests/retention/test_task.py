@@ -13,8 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+from prometheus_client import REGISTRY
 
-from radsched_engine import logs, metrics
+from radsched_engine import logs
 from radsched_engine.app import Engine
 from radsched_engine.config import RetentionSettings, load_channels, load_engine
 from radsched_engine.store.retention import Pruner
@@ -123,7 +124,7 @@ async def test_the_engine_runs_the_pruner_and_stops_it(tmp_path: Path, db_url: s
         assert status == 200
         assert 'radsched_retention_rows_total{action="deleted",table="hl7_messages"}' in body
         assert "radsched_retention_last_success_timestamp_seconds " in body
-        assert metrics.RETENTION_LAST_SUCCESS._value.get() > 0
+        assert REGISTRY.get_sample_value("radsched_retention_last_success_timestamp_seconds") > 0
     assert pruner._task is None
 
 
