@@ -115,6 +115,7 @@ class PruneReport:
             out.append("(stopped before the end)")
         return out
 
+
 def passes(settings: Any, now: datetime) -> list[tuple[Pass, datetime]]:
     """The configured passes with their cutoffs, in the order they run (rows deleted first,
     so the raw pass does not empty bytes of rows about to go)."""
