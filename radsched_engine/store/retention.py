@@ -183,8 +183,9 @@ async def _run_pass(store: Any, prune_pass: Pass, cutoff: datetime, batch_size: 
             if not blocked:
                 unsettled = next((r["id"] for r in prefix if not r["settled"]), None)
                 blocked = unsettled is not None
-                mark = unsettled if blocked else (rows[len(prefix)]["id"] if len(prefix) < len(rows)
-                                                  else last + 1)
+                # Not the young row's id: an id between it and ``last`` may belong to a
+                # transaction still in flight (only after an idle spell of the whole window).
+                mark = unsettled if blocked else last + 1
                 if not dry_run:
                     await conn.execute(_SAVE_MARK, prune_pass.name, mark)
         report.add(prune_pass.table, prune_pass.action, changed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -118,8 +119,8 @@ async def test_many_batches(store: Any) -> None:
     assert len(await outbox_ids(store)) == 3
     async with store.connection() as conn:
         marks = dict(await conn.fetch("SELECT pass, next_id FROM retention_marks"))
-    assert marks["journal_raw"] == ids[2500]           # the first row young enough to keep
-    assert marks["journal"] == ids[1200]
+    assert marks["journal_raw"] == ids[2499] + 1        # after the last row old enough
+    assert marks["journal"] == ids[1199] + 1
 
 
 async def test_a_run_starts_at_its_mark(store: Any) -> None:
@@ -201,3 +202,24 @@ async def test_a_redelivery_is_recognised_until_its_journal_row_is_pruned(store:
     assert await claim(store, "RET-000000", raw_message(1)) == "reused"
     await prune(store, RetentionSettings(journal_days=60), now=NOW)
     assert await claim(store, "RET-000000", raw_message(0)) == "new"   # a new message now
+
+
+async def test_a_row_committed_late_below_the_young_row_is_not_skipped(store: Any) -> None:
+    """After an idle spell, a transaction still in flight may hold an id between the last old row
+    and the first young one: the mark stays just after the old rows, so the next run finds it."""
+    async def row(id_: int, age_days: float) -> None:
+        async with store.connection() as conn:
+            await conn.execute(
+                """INSERT INTO hl7_messages (id, channel, received_at, raw, content_hash, outcome)
+                   VALUES ($1, 'ret', $2, 'MSH|x'::bytea, sha256('MSH|x'::bytea), 'accepted')""",
+                id_, NOW - timedelta(days=age_days))
+
+    for id_ in (1, 2, 3):
+        await row(id_, 45)
+    await row(10, 0)                                   # committed first
+    await prune(store, SETTINGS, now=NOW)
+    await row(5, 0)                                    # id taken earlier, committed now
+    later = NOW + timedelta(days=31)
+    report = await prune(store, SETTINGS, now=later)
+    assert report.count("hl7_messages", "raw_cleared") == 2
+    assert await journal_state(store) == {1: 0, 2: 0, 3: 0, 5: 0, 10: 0}
