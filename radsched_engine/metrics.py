@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import INF, floatToGoString
 
 # The *_created series (one timestamp per label set) add nothing an operator reads.
 disable_created_metrics()
@@ -19,21 +26,131 @@ STAGE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0
                  0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
 
+class _Family(Collector):
+    """A labelled metric counted in plain Python numbers and exported when scraped.
+
+    The per-message metrics live here: prometheus_client takes a lock on every ``inc`` and
+    ``observe`` (two for a histogram) and looks children up under another; these are only ever
+    updated from the event loop's thread, so a list slot or an attribute is enough. ``/metrics``
+    shows them exactly as prometheus_client's own Counter/Histogram would (same names, HELP,
+    TYPE, labels and values). ``labels(...)`` returns a child with ``inc`` / ``observe``.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str]) -> None:
+        self._name = name
+        self._doc = documentation
+        self._labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], Any] = {}
+        REGISTRY.register(self)
+
+    def labels(self, *values: Any, **by_name: Any) -> Any:
+        if by_name:
+            if values:
+                raise ValueError("can't pass both *args and **kwargs")
+            if set(by_name) != set(self._labelnames):
+                raise ValueError("incorrect label names")
+            values = tuple(by_name[n] for n in self._labelnames)
+        if len(values) != len(self._labelnames):
+            raise ValueError("incorrect label count")
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._child()
+        return child
+
+    def _child(self) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def _family(self) -> Any:
+        raise NotImplementedError
+
+
+class _CounterChild:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self.value += amount
+
+
+class FastCounter(_Family):
+    """``prometheus_client.Counter`` for the per-message path (see ``_Family``)."""
+
+    def _child(self) -> _CounterChild:
+        return _CounterChild()
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self._name, self._doc, labels=self._labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for key, child in list(self._children.items()):
+            family.add_metric(key, child.value)
+        yield family
+
+
+class _HistogramChild:
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.sum += amount
+        self.counts[bisect_left(self._bounds, amount)] += 1
+
+
+class FastHistogram(_Family):
+    """``prometheus_client.Histogram`` for the per-message path (see ``_Family``)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str],
+                 buckets: tuple[float, ...]) -> None:
+        bounds = tuple(float(b) for b in buckets)
+        self._bounds = bounds if bounds[-1] == INF else (*bounds, INF)
+        self._les = tuple(floatToGoString(b) for b in self._bounds)
+        super().__init__(name, documentation, labelnames)
+
+    def _child(self) -> _HistogramChild:
+        return _HistogramChild(self._bounds)
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for key, child in list(self._children.items()):
+            total, buckets = 0, []
+            for le, count in zip(self._les, list(child.counts), strict=True):
+                total += count
+                buckets.append((le, float(total)))
+            family.add_metric(key, buckets, child.sum)
+        yield family
+
+
 def type_label(message_type: str) -> str:
     """A bounded label for ``TYPE^TRIGGER``: known types as they are, anything else ``other``."""
     return message_type if message_type in KNOWN_TYPES else ("none" if not message_type else "other")
 
 
-MESSAGES = Counter(
+MESSAGES = FastCounter(
     "radsched_messages", "Messages answered, by channel, message type and ACK code (MSA-1).",
     ["channel", "type", "ack"])
-ACK_SECONDS = Histogram(
+ACK_SECONDS = FastHistogram(
     "radsched_ack_latency_seconds", "Time from a frame's last byte to its ACK being written.",
     ["channel"], buckets=LATENCY_BUCKETS)
-STAGE_SECONDS = Histogram(
+STAGE_SECONDS = FastHistogram(
     "radsched_stage_duration_seconds", "Time spent in each pipeline stage.",
     ["channel", "stage"], buckets=STAGE_BUCKETS)
-STAGE_OUTCOMES = Counter(
+STAGE_OUTCOMES = FastCounter(
     "radsched_stage_outcomes", "Messages whose outcome was decided by a stage, by outcome.",
     ["channel", "stage", "outcome"])
 FRAME_ERRORS = Counter(
@@ -41,7 +158,7 @@ FRAME_ERRORS = Counter(
     ["channel", "reason"])
 JUNK_BYTES = Counter(
     "radsched_junk_bytes", "Bytes received outside MLLP frames and skipped.", ["channel"])
-BYTES_IN = Counter("radsched_received_bytes", "Bytes received on MLLP connections.", ["channel"])
+BYTES_IN = FastCounter("radsched_received_bytes", "Bytes received on MLLP connections.", ["channel"])
 CONNECTIONS_OPEN = Gauge(
     "radsched_connections_open", "MLLP connections currently open.", ["channel"])
 CONNECTIONS = Counter(
