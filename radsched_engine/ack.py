@@ -146,12 +146,19 @@ def _version_tuple(version: str) -> tuple[int, ...]:
         return (2, 5)
 
 
+# An ACK's MSH before MSH-7, between MSH-7 and MSH-10, after MSH-10; delimiters; version tuple.
+_Template = tuple[str, str, str, Delimiters, tuple[int, ...]]
+_MAX_TEMPLATES = 1024       # distinct senders x message types; the cache starts over past it
+
+
 class AckBuilder:
     """Builds ACK payloads (without MLLP framing) for one channel."""
 
     def __init__(self, identity: AckIdentity | None = None) -> None:
         self.identity = identity or AckIdentity()
         self.ids = ControlIds()
+        self._templates: dict[tuple[str, ...], _Template] = {}
+        self._headless = self._template(None, None)
 
     def build(
         self, header: MshHeader | None, code: str, problem: Problem | None = None,
@@ -164,6 +171,36 @@ class AckBuilder:
         self, header: MshHeader | None, code: str, problem: Problem | None = None,
         warnings: list[Problem] | tuple[Problem, ...] = (), user_text: str | None = None,
     ) -> list[str]:
+        if header is not None:
+            f = header.fields
+            # Everything in the ACK's MSH but MSH-7 and MSH-10 follows from these inbound fields
+            # (delimiters, MSH-3..6, MSH-9, MSH-11, MSH-12): one template per sender and type.
+            key = f[1:7] + f[9:10] + f[11:13]
+            template = self._templates.get(key)
+            if template is None:
+                template = self._template(key, header)
+            control_id = header.control_id
+        else:
+            template = self._headless
+            control_id = ""
+        head, middle, tail, d, v = template
+        msh = f"{head}{_now_ts()}{middle}{self.ids.next()}{tail}"
+        f = d.field
+        msa = f"MSA{f}{code}{f}{control_id}"
+        if problem is None and not warnings:
+            return [msh, msa]
+        if problem is not None:
+            short = user_text or problem.text
+            msa += f"{f}{escape_text(short[:80], d)}"
+        out = [msh, msa]
+        if problem is not None:
+            out.append(self._err(problem, d, v, user_text))
+        if v >= (2, 5):
+            out.extend(self._err(w, d, v, None) for w in warnings)
+        return out
+
+    def _template(self, key: tuple[str, ...] | None, header: MshHeader | None) -> _Template:
+        """The ACK's MSH around MSH-7 and MSH-10, its delimiters and version, for one sender."""
         d = header.delimiters if header is not None else STANDARD
         f = d.field
         if header is not None:
@@ -174,10 +211,9 @@ class AckBuilder:
             their_app, their_fac = header.sending_application, header.sending_facility
             our_app = self.identity.sending_application or header.receiving_application
             our_fac = self.identity.sending_facility or header.receiving_facility
-            control_id = header.control_id
         else:
             version, trigger, processing = DEFAULT_VERSION, "", "P"
-            their_app = their_fac = control_id = ""
+            their_app = their_fac = ""
             our_app, our_fac = self.identity.sending_application, self.identity.sending_facility
         v = _version_tuple(version)
         c = d.component
@@ -185,18 +221,13 @@ class AckBuilder:
             msg_type = f"ACK{c}{trigger}{c}ACK" if trigger else "ACK"
         else:
             msg_type = f"ACK{c}{trigger}" if trigger else "ACK"
-        msh = f"MSH{f}{d.encoding_characters}{f}{our_app}{f}{our_fac}{f}{their_app}{f}{their_fac}" \
-              f"{f}{_now_ts()}{f}{f}{msg_type}{f}{self.ids.next()}{f}{processing}{f}{version}"
-        msa = f"MSA{f}{code}{f}{control_id}"
-        if problem is not None:
-            short = user_text or problem.text
-            msa += f"{f}{escape_text(short[:80], d)}"
-        out = [msh, msa]
-        if problem is not None:
-            out.append(self._err(problem, d, v, user_text))
-        if v >= (2, 5):
-            out.extend(self._err(w, d, v, None) for w in warnings)
-        return out
+        template = (f"MSH{f}{d.encoding_characters}{f}{our_app}{f}{our_fac}{f}{their_app}{f}"
+                    f"{their_fac}{f}", f"{f}{f}{msg_type}{f}", f"{f}{processing}{f}{version}", d, v)
+        if key is not None:
+            if len(self._templates) >= _MAX_TEMPLATES:
+                self._templates.clear()
+            self._templates[key] = template
+        return template
 
     @staticmethod
     def _err(p: Problem, d: Delimiters, v: tuple[int, ...], user_text: str | None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_ENCODING = "^~\\&"
 _FORBIDDEN = set("\r\n\x0b\x1c\x00 ")
@@ -60,9 +60,19 @@ class MshHeader:
     delimiters: Delimiters
     fields: tuple[str, ...]     # fields[0] = "MSH", fields[1] = MSH-1, fields[2] = MSH-2, ...
     offset: int                 # byte offset of "MSH" in the frame
+    # Components already read (``message_code`` ... ``version``): each is asked for several
+    # times per message (validate, the ACK, the journal), so it is split out once.
+    _memo: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def get(self, n: int) -> str:
         return self.fields[n] if n < len(self.fields) else ""
+
+    def _stripped(self, key: str, n: int, c: int) -> str:
+        memo = self._memo
+        value = memo.get(key)
+        if value is None:
+            value = memo[key] = self.component(n, c).strip()
+        return value
 
     def component(self, n: int, c: int) -> str:
         """Component ``c`` (1-based) of the first repetition of MSH-``n``."""
@@ -95,15 +105,15 @@ class MshHeader:
 
     @property
     def message_code(self) -> str:
-        return self.component(9, 1).strip()
+        return self._stripped("message_code", 9, 1)
 
     @property
     def trigger(self) -> str:
-        return self.component(9, 2).strip()
+        return self._stripped("trigger", 9, 2)
 
     @property
     def structure(self) -> str:
-        return self.component(9, 3).strip()
+        return self._stripped("structure", 9, 3)
 
     @property
     def control_id(self) -> str:
@@ -112,19 +122,21 @@ class MshHeader:
 
     @property
     def processing_id(self) -> str:
-        return self.component(11, 1).strip()
+        return self._stripped("processing_id", 11, 1)
 
     @property
     def version(self) -> str:
-        return self.component(12, 1).strip()
+        return self._stripped("version", 12, 1)
 
     @property
     def accept_ack_type(self) -> str:
-        return self.get(15).strip()
+        fields = self.fields
+        return fields[15].strip() if len(fields) > 15 else ""
 
     @property
     def application_ack_type(self) -> str:
-        return self.get(16).strip()
+        fields = self.fields
+        return fields[16].strip() if len(fields) > 16 else ""
 
     @property
     def charset(self) -> str:
