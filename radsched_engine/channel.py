@@ -192,8 +192,8 @@ class Channel:
         control_id = ex.control_id or (header.control_id if header else "")
         mtype = ex.message_type or (f"{header.message_code}^{header.trigger}" if header else "")
         if ex.problem is None:
-            message_log.info("message", channel=self.name, control_id=control_id, type=mtype,
-                     ack=ex.ack_code or "none", outcome=outcome, ms=ms, peer=ex.peer)
+            message_log.answered(self.name, control_id, mtype, ex.ack_code or "none", outcome, ms,
+                                 ex.peer)
         else:
             p = ex.problem
             message_log.warning("message", channel=self.name, control_id=control_id, type=mtype,

@@ -136,6 +136,25 @@ class MessageLog:
         else:
             self._fallback.info(event, **fields)
 
+    def answered(self, channel: str, control_id: str, mtype: str, ack: str, outcome: str,
+                 ms: float, peer: str) -> None:
+        """``info("message", channel=..., control_id=..., type=..., ack=..., outcome=..., ms=...,
+        peer=...)``, the line of every message answered without a problem, written straight.
+
+        Byte for byte the line ``info`` writes: these keys are all ``SAFE_KEYS`` (redaction
+        leaves them as they are) and the values are strings and a float, encoded as ``json``
+        encodes them.
+        """
+        if not (_STATE.fast and _STATE.info_enabled and type(ms) is float and -1e308 < ms < 1e308):
+            self.info("message", channel=channel, control_id=control_id, type=mtype, ack=ack,
+                      outcome=outcome, ms=ms, peer=peer)
+            return
+        _STATE.logger.msg(
+            f'{{"channel": {_str(channel)}, "control_id": {_str(control_id)}, "type": {_str(mtype)}, '
+            f'"ack": {_str(ack)}, "outcome": {_str(outcome)}, "ms": {ms!r}, '
+            f'"peer": {_str(peer)}, "event": "message", "level": "info", '
+            f'"timestamp": "{_iso_now()}"}}')
+
     def warning(self, event: str, **fields: Any) -> None:
         if _STATE.fast:
             self._emit("warning", event, fields)
@@ -163,6 +182,7 @@ class _State:
 
 _STATE = _State()
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(", ", ": ")).encode
+_str = json.encoder.encode_basestring_ascii      # how _dumps writes a string (the C encoder)
 _iso_cache: list[Any] = [0.0, ""]
 
 

@@ -1,0 +1,64 @@
+"""The per-message log line: the direct rendering writes what the generic path writes."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from radsched_engine import logs
+
+
+@pytest.fixture
+def stream():
+    buffer = io.StringIO()
+    logs.configure("json", "info", stream=buffer)
+    yield buffer
+    logs.configure("json", "info")
+
+
+def _lines(buffer: io.StringIO) -> list[str]:
+    logs.flush()
+    return buffer.getvalue().splitlines()
+
+
+@pytest.mark.parametrize(("control_id", "ms"), [
+    ("CID-1", 0.123), ("", 0.0), ('quo"te\\back', 12.5), ("caf\u00e9 \u2603", 1e-05),
+    ("x" * 300, 1234567.891),
+])
+def test_answered_line_is_the_info_line(stream: io.StringIO, control_id: str, ms: float) -> None:
+    log = logs.MessageLog("test.channel")
+    log.info("message", channel="sched", control_id=control_id, type="SIU^S12", ack="AA",
+             outcome="accepted", ms=ms, peer="127.0.0.1:5000")
+    log.answered("sched", control_id, "SIU^S12", "AA", "accepted", ms, "127.0.0.1:5000")
+    generic, direct = _lines(stream)
+    a, b = json.loads(generic), json.loads(direct)
+    a.pop("timestamp"), b.pop("timestamp")
+    assert a == b
+    # Byte for byte apart from the timestamp's value.
+    assert generic.rsplit('"timestamp": ', 1)[0] == direct.rsplit('"timestamp": ', 1)[0]
+    assert direct.rsplit('"timestamp": ', 1)[1].endswith('Z"}')
+
+
+def test_answered_with_info_off_writes_nothing() -> None:
+    buffer = io.StringIO()
+    logs.configure("json", "warning", stream=buffer)
+    try:
+        logs.MessageLog("test.channel").answered("sched", "C1", "SIU^S12", "AA", "accepted",
+                                                 0.5, "127.0.0.1:1")
+        assert _lines(buffer) == []
+    finally:
+        logs.configure("json", "info")
+
+
+def test_answered_in_console_format_goes_through_structlog() -> None:
+    buffer = io.StringIO()
+    logs.configure("console", "info", stream=buffer)
+    try:
+        logs.MessageLog("test.channel").answered("sched", "C1", "SIU^S12", "AA", "accepted",
+                                                 0.5, "127.0.0.1:1")
+        text = "\n".join(_lines(buffer))
+        assert "message" in text and "control_id=C1" in text and "ack=AA" in text
+    finally:
+        logs.configure("json", "info")
