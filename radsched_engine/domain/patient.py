@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from ..errors import Location
 from ..hl7.message import Message, Segment
-from ..hl7.timestamps import TimestampError, parse_date
+from ..hl7.timestamps import TimestampError
 from .model import Patient, Phone
+from .read import Reader, birth_date
 from .values import Notes, components, ident, nth, text
 
 
-def _identifier(pid: Segment, prefer_types: tuple[str, ...]) -> tuple[str, str]:
+def _field(fields: list[str], n: int) -> str:
+    return fields[n] if n < len(fields) else ""
+
+
+def _identifier(r: Reader, pid: list[str], prefer_types: tuple[str, ...]) -> tuple[str, str]:
     """``(id, authority)`` from PID-3: the first repetition of a preferred type, else the first one."""
-    count = len(pid.repetitions(3))
     first: tuple[str, str] | None = None
-    for rep in range(1, count + 1):
-        cx = components(pid, 3, rep)
-        value = ident(nth(cx, 1))
+    for rep in r.reps(_field(pid, 3)):
+        cx = r.split(rep)
+        value = ident(cx[0])
         if value is None:
             continue
         found = (value, nth(cx, 4).strip())
@@ -26,9 +30,10 @@ def _identifier(pid: Segment, prefer_types: tuple[str, ...]) -> tuple[str, str]:
     if first is not None:
         return first
     for field in (2, 4):            # backward-compatible patient ids, still the only one for some
-        value = ident(pid.get(field))
+        raw = _field(pid, field)
+        value = ident(r.leaf(raw))
         if value is not None:
-            return value, pid.get(field, 4).strip()
+            return value, r.leaf(raw, 4).strip()
     return "", ""
 
 
@@ -38,7 +43,7 @@ def _digits(text: str) -> str:
 
 def _number(xtn: list[str]) -> str:
     """XTN.1, else XTN.12 (unformatted), else ``+country area local`` from XTN.5-7 (+ ``x ext``)."""
-    number = nth(xtn, 1).strip() or nth(xtn, 12).strip()
+    number = xtn[0].strip() or nth(xtn, 12).strip()
     if number:
         return "" if number == '""' else number
     country, area, local, ext = (_digits(nth(xtn, c)) for c in (5, 6, 7, 8))
@@ -48,12 +53,24 @@ def _number(xtn: list[str]) -> str:
     return f"{number} x{ext}" if ext else number
 
 
+def _phones(r: Reader, value: str, default_use: str) -> list[Phone]:
+    found: list[Phone] = []
+    for rep in r.reps(value):
+        xtn = r.split(rep)
+        number = _number(xtn)
+        if not number:
+            continue
+        use = nth(xtn, 2).strip().upper() or default_use
+        found.append(Phone(number, use, nth(xtn, 3).strip()))
+    return found
+
+
 def phones(pid: Segment, field: int, default_use: str) -> tuple[Phone, ...]:
     """Every repetition of an XTN field that carries a telephone number (e-mail-only ones skipped)."""
     found: list[Phone] = []
     for rep in range(1, len(pid.repetitions(field)) + 1):
         xtn = components(pid, field, rep)
-        number = _number(xtn)
+        number = _number(xtn) if xtn else ""
         if not number:
             continue
         use = nth(xtn, 2).strip().upper() or default_use
@@ -61,25 +78,29 @@ def phones(pid: Segment, field: int, default_use: str) -> tuple[Phone, ...]:
     return tuple(found)
 
 
-def patient_from(message: Message, notes: Notes,
-                 prefer_types: tuple[str, ...] = ("MR",)) -> Patient | None:
+def patient_from(message: Message, notes: Notes, prefer_types: tuple[str, ...] = ("MR",),
+                 reader: Reader | None = None) -> Patient | None:
     """The patient from the first PID, or None when there is none."""
-    pid = message.segment("PID")
-    if pid is None:
+    seg = message.segment("PID")
+    if seg is None:
         return None
-    mrn, authority = _identifier(pid, prefer_types)
+    r = reader or Reader(message, notes=notes)
+    pid = seg.fields
+    mrn, authority = _identifier(r, pid, prefer_types)
     birth = None
     try:
-        birth = parse_date(pid.get(7))
+        birth = birth_date(r.leaf(_field(pid, 7)))
     except TimestampError:
         notes.add(102, "birth date is not a valid date; stored as unknown", Location("PID", 1, 7))
-    name = components(pid, 5)
+    name = r.comps(_field(pid, 5))
+    found = _phones(r, _field(pid, 13), "PRN")
+    found += _phones(r, _field(pid, 14), "WPN")
     return Patient(
         mrn=mrn,
         authority=authority,
         family_name=text(nth(name, 1)),
         given_name=text(nth(name, 2)),
         birth_date=birth,
-        sex=text(pid.get(8)),
-        phones=phones(pid, 13, "PRN") + phones(pid, 14, "WPN"),
+        sex=text(r.leaf(_field(pid, 8))),
+        phones=tuple(found),
     )
