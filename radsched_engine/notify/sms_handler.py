@@ -1,6 +1,8 @@
 """The outbox handler of kind ``sms``: send one queued patient text through Twilio, at most once.
 
-Per row (payload written by the notify stage: ``to``, ``skip``, ``body``, ``quiet``):
+Per row (payload written by the notify stage: the text's ``facts``, ``quiet``): at the first claim
+the facts become ``to``, ``skip`` and ``body`` (``notify.compose``), stored in the row before
+anything is sent (a row written with ``to``/``skip``/``body`` already is taken as it is); then
 
 - no usable number → ``skipped`` (``skipped_no_phone``); number opted out → ``skipped``
   (``opted_out``); inside quiet hours → ``held`` until the window ends (not an attempt);
@@ -14,7 +16,8 @@ Per row (payload written by the notify stage: ``to``, ``skip``, ``body``, ``quie
 Never twice: before anything is re-sent after a crash (row found ``sending`` with an expired
 lease) or after an in-doubt attempt, ``reconcile`` asks Twilio (``SmsSender.find_sent``: same
 number, same body, created since the row was queued). Found → ``done`` without sending; Twilio
-cannot be asked → still in doubt, try again later; not found → send.
+cannot be asked → still in doubt, try again later; not found → send. A row still holding its facts
+was never sent (the text is stored before any send).
 """
 
 from __future__ import annotations
@@ -27,10 +30,19 @@ import structlog
 
 from ..integrations.sms import SendResult, SmsLookupFailed, SmsSender
 from ..outbox import Delivery, OutboxRow
+from .compose import FACTS, composed
 from .quiet import held_until
 
 log = structlog.get_logger("radsched.notify")
 
+# The composed text is stored once: a row composed already (by another worker that held the
+# lease before) keeps its text, and the caller reads it back.
+_COMPOSE = """
+UPDATE outbox SET payload = (payload - 'facts') || $2::jsonb, updated_at = now()
+WHERE id = $1 AND payload ? 'facts'
+RETURNING payload
+"""
+_PAYLOAD = "SELECT payload FROM outbox WHERE id = $1"
 _OPTED_OUT = "SELECT EXISTS (SELECT 1 FROM sms_opt_outs WHERE phone = $1)"
 _OPT_OUT = """
 INSERT INTO sms_opt_outs (phone, source) VALUES ($1, $2) ON CONFLICT (phone) DO NOTHING
@@ -61,7 +73,7 @@ class SmsHandler:
         self.clock = clock or (lambda: datetime.now(UTC))
 
     async def deliver(self, row: OutboxRow) -> Delivery:
-        payload = row.payload
+        payload = await self.compose(row) if FACTS in row.payload else row.payload
         to, body = payload.get("to"), payload.get("body") or ""
         if not to:
             return Delivery("skipped", {"reason": "no_phone", "detail": payload.get("skip") or "no_number"},
@@ -96,6 +108,19 @@ class SmsHandler:
 
     async def close(self) -> None:
         await self.sender.close()
+
+    async def compose(self, row: OutboxRow) -> dict[str, Any]:
+        """Choose the number and render the text from the row's facts; store them, then return
+        the payload as stored (sending only ever uses what the row holds)."""
+        text = composed(row.payload)
+        update = {k: text[k] for k in ("to", "skip", "body")}
+        async with self.store.connection() as conn:
+            stored = await conn.fetchval(_COMPOSE, row.id, update)
+            if stored is None:
+                stored = await conn.fetchval(_PAYLOAD, row.id)
+        if not isinstance(stored, dict) or FACTS in stored:
+            raise RuntimeError("the composed text could not be stored")
+        return stored
 
     async def _verdict(self, row: OutboxRow, to: str, result: SendResult) -> Delivery:
         base: dict[str, Any] = {"error_code": result.error_code} if result.error_code else {}

@@ -5,13 +5,17 @@ appointment event it is configured for (``outbox.defer``: the unit of work write
 the commit); the outbox worker sends it after commit (so a text is never lost, never holds up
 the ACK, and a rolled-back message never texts anyone).
 
-Decided at enqueue time, stored in the row's payload: the number (PID-13, PID-14 when
-``use_business_phone``; mobile ``CP`` repetitions first; E.164 in ``region``; none → the row is
-recorded as skipped), the rendered text (facility time zone from the channel's ``timezone``;
-stored so a resend after a crash is byte-identical and can be matched at Twilio), the quiet-hours
-window (the row is due when it ends), and ``order_key`` (one per patient: texts to a patient go
-out in order). Dedupe key ``sms:<appointment id>:<trigger>:<journal id>`` (a redelivered message
-is a duplicate and never reaches this stage; the key guards against any second enqueue).
+Decided at enqueue time, stored in the row's payload: the text's facts (``notify.compose``: the
+PID-13 repetitions, PID-14 too when ``use_business_phone``, the ``region``, the event's template,
+start, exam, location, preparation, the facility time zone from the channel's ``timezone``), the
+quiet-hours window (the row is due when it ends), and ``order_key`` (one per patient: texts to a
+patient go out in order). The outbox worker turns the facts into the number (mobile ``CP``
+repetitions first; E.164 in ``region``; none → the row is recorded as skipped) and the rendered
+text at its first claim, and stores both in the row before it calls Twilio (so a resend after a
+crash is byte-identical and can be matched at Twilio); that work stays out of the transaction
+that holds up the ACK. Dedupe key ``sms:<appointment id>:<trigger>:<journal id>`` (a
+redelivered message is a duplicate and never reaches this stage; the key guards against any
+second enqueue).
 
 Skipped without a row: duplicates and stale updates (``persist_result``), orders, triggers not
 in ``events``, booking events (S12/S13/S14) whose appointment is not active, ending events
@@ -28,17 +32,15 @@ from typing import Any
 from .. import pipeline
 from ..domain.model import AppointmentEvent, Phone
 from ..exchange import Exchange
-from ..integrations.phone import choose_sms_number
+from ..notify.compose import FACTS, text_facts
 from ..notify.quiet import QuietHours, opens_at
 from ..notify.templates import (
     BOOKING_EVENTS,
     DEFAULT_TEMPLATES,
     ENDING_EVENTS,
-    TextFacts,
     check_events,
     check_templates,
     prep_from_findings,
-    render,
 )
 from ..store.outbox import defer
 
@@ -84,7 +86,7 @@ class NotifyStage:
         self.channel = resources.channel
         settings = resources.settings
         self.tz: tzinfo = getattr(settings, "tz", None) or UTC
-        self.tz_name = getattr(settings, "timezone", "UTC")
+        self.tz_name = getattr(self.tz, "key", None) or getattr(settings, "timezone", "UTC")
         self.events = frozenset(options.events)
         self.templates = {**DEFAULT_TEMPLATES, **options.templates}
         self.quiet = options.quiet_hours.to_json(self.tz_name) if options.quiet_hours else None
@@ -116,17 +118,16 @@ class NotifyStage:
             phones = [Phone(appointment["patient_phone"])]
         if not self.options.use_business_phone:
             phones = [p for p in phones if p.use.strip().upper() != "WPN"]
-        choice = choose_sms_number(phones, self.options.region)
         location = next((r.text or r.code for r in event.locations if (r.text or r.code)), "")
         exam = (appointment.get("study_type") or next((s.text for s in event.services if s.text), "")
                 or appointment.get("modality") or "")
-        facts = TextFacts(start, exam, location, prep_from_findings(exchange.data.get("conflicts")))
-        body = render(self.templates[event.trigger], facts, tz=self.tz, clinic=self.options.clinic,
-                      time_format=self.options.time_format)
+        facts = text_facts(phones, region=self.options.region, template=self.templates[event.trigger],
+                           clinic=self.options.clinic, time_format=self.options.time_format,
+                           tz=self.tz_name, start=start, exam=exam, location=location,
+                           prep=prep_from_findings(exchange.data.get("conflicts")))
         who = appointment.get("patient_key") or f"appointment:{appointment['id']}"
         order_key = "sms:" + hashlib.sha256(f"{self.channel}|{who}".encode()).hexdigest()[:24]
-        return {"to": choice.e164, "skip": None if choice.ok else choice.reason, "body": body,
-                "event": event.trigger, "channel": self.channel, "quiet": self.quiet,
+        return {FACTS: facts, "event": event.trigger, "channel": self.channel, "quiet": self.quiet,
                 "order_key": order_key}
 
 

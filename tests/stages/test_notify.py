@@ -13,6 +13,7 @@ import pytest
 from radsched_engine.config import ConfigError
 from radsched_engine.config.schema import parse_options
 from radsched_engine.exchange import Exchange, Outcome
+from radsched_engine.notify.compose import FACTS, composed
 from radsched_engine.pipeline import Pipeline, Resources
 from radsched_engine.stages import notify, parse, persist
 from radsched_engine.stages.notify import NotifyOptions
@@ -40,12 +41,17 @@ class Channel:
         return ex
 
 
-async def outbox(db_url: str) -> list[dict[str, Any]]:
+async def outbox(db_url: str, *, raw: bool = False) -> list[dict[str, Any]]:
+    """The outbox rows; their payloads as the worker composes them at the first claim (``raw``: as
+    the stage stored them, the text's facts)."""
     import json
 
     found = await fetch(db_url, "SELECT * FROM outbox ORDER BY id")
     for row in found:
         row["payload"] = json.loads(row["payload"])
+        if not raw:
+            assert FACTS in row["payload"] and "body" not in row["payload"]
+            row["payload"] = composed(row["payload"])
     return found
 
 
@@ -65,6 +71,13 @@ async def test_s12_queues_one_text_with_number_body_and_keys(store: Store, db_ur
     patient = hashlib.sha256(f"{CHANNEL}|GENHOSP|MRN1".encode()).hexdigest()[:24]
     assert p["order_key"] == f"sms:{patient}" and p["quiet"] is None
     assert abs((row["next_attempt_at"] - datetime.now(UTC)).total_seconds()) < 60
+    # What the stage stored: the text's facts, the number and the words are the worker's to make.
+    [stored] = await outbox(db_url, raw=True)
+    facts = stored["payload"][FACTS]
+    assert facts["phones"] == [["+16175550100", "PRN", "PH"], ["+16175550123", "PRN", "CP"]]
+    assert facts["tz"] == "America/New_York" and facts["region"] == "US"
+    assert datetime.fromisoformat(facts["start"]) == start
+    assert facts["template"] == notify.DEFAULT_TEMPLATES["S12"] and facts["location"] == "CT Scanner 1"
 
 
 async def test_redelivery_and_stale_updates_queue_nothing_more(store: Store, db_url: str) -> None:
@@ -175,7 +188,8 @@ async def test_prep_from_info_findings_goes_into_the_text(store: Store) -> None:
          "details": {"prep": "No food for 4 hours before the exam"}},
         {"rule": "RES-ROOM-OVERLAP", "severity": "warn", "message": "x", "details": {"prep": "ignored"}},
     ]
-    payload = stage.payload(ex, ex.data["event"], ex.data["appointment"], ex.data["appointment"]["datetime"])
+    payload = composed(stage.payload(ex, ex.data["event"], ex.data["appointment"],
+                                     ex.data["appointment"]["datetime"]))
     assert "at CT Scanner 1. Preparation: No food for 4 hours before the exam. Reply STOP" in payload["body"]
 
 

@@ -1,0 +1,124 @@
+"""Texts queued as facts: the worker picks the number and renders the words at its first claim,
+stores them in the row before Twilio is called, and every later attempt uses what the row holds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from radsched_engine.domain.model import Phone
+from radsched_engine.notify.compose import FACTS, compose, text_facts
+from radsched_engine.notify.templates import DEFAULT_TEMPLATES
+from radsched_engine.outbox import OutboxRow
+from radsched_engine.store import Store
+from radsched_engine.store.outbox import enqueue
+from tests.fakes.fake_twilio import FakeTwilio
+from tests.outbox.helpers import Clock, row
+
+from .helpers import TO, sms_worker
+
+START = datetime(2031, 12, 2, 14, 30, tzinfo=UTC)          # 09:30 in New York
+BODY = ("RadScheduler: your CT ABDOMEN is booked for Tue 02 Dec 09:30 at CT Scanner 1. "
+        "Reply STOP to opt out.")
+
+
+def facts(*phones: Phone) -> dict[str, Any]:
+    return text_facts(phones, region="US", template=DEFAULT_TEMPLATES["S12"], clinic="RadScheduler",
+                      time_format="%a %d %b %H:%M", tz="America/New_York", start=START,
+                      exam="CT ABDOMEN", location="CT Scanner 1", prep=())
+
+
+async def queue(store: Store, key: str, text_facts_: dict[str, Any]) -> int:
+    payload = {FACTS: text_facts_, "event": "S12", "channel": "scheduling", "quiet": None,
+               "order_key": f"sms:{key}"}
+    async with store.connection() as conn, conn.transaction():
+        assert await enqueue(conn, "sms", key, payload)
+        return await conn.fetchval("SELECT id FROM outbox WHERE dedupe_key = $1", key)
+
+
+def payload(got: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(got["payload"])
+
+
+def test_compose_picks_the_mobile_number_and_renders_in_the_facility_zone() -> None:
+    home, cell = Phone("^617^5550100", "PRN", "PH"), Phone("(617) 555-0123", "PRN", "CP")
+    assert compose(facts(home, cell)) == {"to": TO, "skip": None, "body": BODY}
+    assert compose(facts(Phone("jane@example.org", "NET", "Internet"))) == {
+        "to": None, "skip": "no_number", "body": BODY}
+    assert compose(facts())["skip"] == "no_number"
+    assert compose(facts(Phone("not a number")))["skip"] == "invalid"
+
+
+async def test_text_is_stored_before_the_send_and_an_in_doubt_resend_matches_it(
+        store: Store, db_url: str, twilio_fake: FakeTwilio) -> None:
+    clock = Clock()
+    twilio_fake.force(201, delay=1.0)              # accepted only after our timeout: in doubt
+    rid = await queue(store, "k1", facts(Phone("617-555-0123", "PRN", "CP")))
+    worker, _ = sms_worker(store, twilio_fake.env(), clock, timeout=0.2)
+    try:
+        await worker.drain()
+        got = await row(db_url, rid)
+        assert got["status"] == "sending"
+        stored = payload(got)
+        assert FACTS not in stored and (stored["to"], stored["skip"], stored["body"]) == (TO, None, BODY)
+        assert stored["order_key"] == "sms:k1" and stored["event"] == "S12"
+        async with asyncio.timeout(20):
+            while not twilio_fake.sent:
+                await asyncio.sleep(0.02)
+        clock.advance(3600)
+        await worker.drain()
+    finally:
+        await worker.stop()
+    got = await row(db_url, rid)
+    assert got["status"] == "sent" and json.loads(got["result"])["reconciled"] is True
+    assert [(m["To"], m["Body"]) for m in twilio_fake.sent] == [(TO, BODY)]
+    assert len(twilio_fake.creates()) == 1
+
+
+async def test_no_number_is_skipped_with_its_reason_and_the_text_kept(
+        store: Store, db_url: str, twilio_fake: FakeTwilio) -> None:
+    clock = Clock()
+    rid = await queue(store, "k1", facts(Phone("12", "PRN", "PH")))
+    worker, _ = sms_worker(store, twilio_fake.env(), clock)
+    try:
+        assert await worker.drain() == 1
+    finally:
+        await worker.stop()
+    got = await row(db_url, rid)
+    assert got["status"] == "skipped"
+    assert json.loads(got["result"]) == {"reason": "no_phone", "detail": "invalid"}
+    assert payload(got)["body"] == BODY and payload(got)["to"] is None
+    assert twilio_fake.requests == []
+
+
+async def test_a_text_composed_by_an_earlier_holder_is_the_one_sent(
+        store: Store, db_url: str, twilio_fake: FakeTwilio) -> None:
+    clock = Clock()
+    text = facts(Phone("617-555-0123", "PRN", "CP"))
+    rid = await queue(store, "k1", text)
+    async with store.connection() as conn:    # a worker that died after storing its text
+        await conn.execute("UPDATE outbox SET payload = (payload - 'facts') || $2::jsonb WHERE id = $1",
+                           rid, {"to": TO, "skip": None, "body": "the text stored first"})
+    worker, handler = sms_worker(store, twilio_fake.env(), clock)
+    try:
+        stale = OutboxRow(rid, "sms", "k1", {FACTS: text, "quiet": None}, 1, datetime.now(UTC), None)
+        assert (await handler.compose(stale))["body"] == "the text stored first"
+        assert await worker.drain() == 1
+    finally:
+        await worker.stop()
+    assert [m["Body"] for m in twilio_fake.sent] == ["the text stored first"]
+
+
+async def test_dry_run_stores_the_composed_text(store: Store, db_url: str) -> None:
+    clock = Clock()
+    rid = await queue(store, "k1", facts(Phone("617-555-0123", "PRN", "CP")))
+    worker, _ = sms_worker(store, {}, clock)
+    try:
+        assert await worker.drain() == 1
+    finally:
+        await worker.stop()
+    got = await row(db_url, rid)
+    assert got["status"] == "skipped" and json.loads(got["result"]) == {"reason": "dry_run"}
+    assert (payload(got)["to"], payload(got)["body"]) == (TO, BODY)
