@@ -159,8 +159,12 @@ class Pipeline:
             elif uow is not None:
                 await uow.record(exchange)
         except Exception as exc:   # the commit or the journal failed: nothing was taken
-            log.error("commit_failed", channel=self.channel, control_id=exchange.control_id,
-                      error=type(exc).__name__, detail=str(exc)[:200])
+            # A unit of work may report a database outage itself, once (``refused``): then
+            # each message's failure is detail (debug), not an error line per message.
+            refused = getattr(uow, "refused", None)
+            (log.debug if refused is not None and refused(exc) else log.error)(
+                "commit_failed", channel=self.channel, control_id=exchange.control_id,
+                error=type(exc).__name__, detail=str(exc)[:200])
             metrics.COMMIT_FAILURES.labels(self.channel).inc()
             exchange.outcome = Outcome.RETRY
             exchange.problem = Problem(207, f"message not stored: {type(exc).__name__}")
