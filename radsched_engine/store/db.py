@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -63,6 +64,61 @@ def failure_reason(exc: BaseException) -> str:
     return "other"
 
 
+class Availability:
+    """Whether the database answers, as the store's users find it; said once each way in the log.
+
+    The first failure that means the database cannot be reached (a refused or lost connection)
+    logs one warning, ``database_unreachable``; while it lasts each message answered AR for it
+    is counted (``failed(exc, refused=1)``) and logged at debug only; the first success after
+    it logs one info line, ``database_recovered``, with that count and how long it lasted.
+    Other failures (a statement error, a lock timeout) are not an outage: callers log them.
+    """
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self.refused = 0
+
+    def failed(self, exc: BaseException, *, refused: int = 0) -> bool:
+        """Note a failure; True when it is the database being unreachable (then already logged)."""
+        if failure_reason(exc) != "connection":
+            return False
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            self.refused = refused
+            log.warning("database_unreachable", reason="connection", error=type(exc).__name__,
+                        detail=str(exc)[:200])
+        else:
+            self.refused += refused
+            if refused:
+                log.debug("database_still_unreachable", error=type(exc).__name__,
+                          refused=self.refused)
+        return True
+
+    def ok(self) -> None:
+        """The database answered: log its recovery once, if it was down."""
+        if self.down_since is not None:
+            seconds = round(time.monotonic() - self.down_since, 1)
+            log.info("database_recovered", refused=self.refused, down_seconds=seconds)
+            self.down_since = None
+            self.refused = 0
+
+
+class _PoolNoise(logging.Filter):
+    """asyncpg's pool logs a warning with a traceback each time it fails to reconnect; while the
+    database is down that is the outage ``Availability`` already reported: kept out of the log."""
+
+    def __init__(self, availability: Availability) -> None:
+        super().__init__()
+        self.availability = availability
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and self.availability.failed(exc):
+            log.debug("pool_reconnect_failed", error=type(exc).__name__)
+            return False
+        return True
+
+
 class Store:
     """Database access for the engine: one pool, opened once by the composition root.
 
@@ -79,6 +135,9 @@ class Store:
         self.pool = pool
         self.acquire_timeout = acquire_timeout
         self._in_use = 0
+        self.availability = Availability()
+        self._noise = _PoolNoise(self.availability)
+        logging.getLogger("asyncpg.pool").addFilter(self._noise)
 
     @classmethod
     async def open(cls, url: str, *, pool_min: int = 2, pool_max: int = 16,
@@ -98,6 +157,7 @@ class Store:
         return store
 
     async def close(self) -> None:
+        logging.getLogger("asyncpg.pool").removeFilter(self._noise)
         await self.pool.close()
         metrics.POOL_SIZE.set(0)
         metrics.POOL_IN_USE.set(0)
@@ -122,9 +182,11 @@ class Store:
         try:
             async with asyncio.timeout(timeout), self.connection() as conn:
                 await conn.fetchval("SELECT 1")
-            return True
-        except Exception:
+        except Exception as exc:
+            self.availability.failed(exc)
             return False
+        self.availability.ok()
+        return True
 
     def unit_of_work(self, channel: str, *, writers: int = 2, max_batch: int = 32) -> UnitOfWork:
         """The channel's unit of work: group commit over this store (``store.group``), with up to
@@ -179,6 +241,7 @@ class UnitOfWork:
             exchange.journal_id = None
             self._failed(exc)
             raise
+        self.store.availability.ok()
         metrics.JOURNAL_ROWS.labels(outcome.value).inc()
         metrics.STORE_SECONDS.labels("transaction").observe(time.perf_counter() - started)
 
@@ -206,6 +269,7 @@ class UnitOfWork:
             exchange.journal_id = None
             self._failed(exc)
             raise
+        self.store.availability.ok()
         metrics.JOURNAL_ROWS.labels(outcome.value).inc()
         metrics.STORE_SECONDS.labels("record").observe(time.perf_counter() - started)
 
@@ -214,8 +278,14 @@ class UnitOfWork:
         return await conn.fetchval(journal.INSERT, journal.meta(exchange, outcome), exchange.raw,
                                    journal.content_hash(exchange))
 
-    @staticmethod
-    def _failed(exc: BaseException) -> None:
+    def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, Exception):
             metrics.STORE_FAILURES.labels(failure_reason(exc)).inc()
+            self.store.availability.failed(exc)
+
+    def refused(self, exc: BaseException) -> bool:
+        """The pipeline answers AR for ``exc`` (nothing committed): True when that is the
+        database being unreachable, already in the log once (``Availability``), so the caller
+        logs its own line at debug; the message is counted for the recovery line."""
+        return self.store.availability.failed(exc, refused=1)
 

@@ -175,6 +175,7 @@ class GroupUnitOfWork(UnitOfWork):
             exchange.journal_id = None
             self._failed(exc)
             raise
+        self.store.availability.ok()
         metrics.JOURNAL_ROWS.labels(outcome.value).inc()
         metrics.STORE_SECONDS.labels("transaction").observe(time.perf_counter() - started)
 
@@ -250,6 +251,7 @@ class GroupUnitOfWork(UnitOfWork):
                 if not member.done.done():
                     member.done.set_exception(exc)
             return
+        self.store.availability.ok()
         if len(outcomes) == len(batch):
             seconds = time.perf_counter() - started
             for member, outcome in zip(batch, outcomes, strict=True):
