@@ -31,13 +31,26 @@ URGENCY = {"S": "stat", "A": "asap", "R": "routine", "P": "preop", "T": "timing_
 # DICOM modality codes, looked for in AIG/AIL codes, roles and descriptions.
 MODALITIES = frozenset({"CT", "MR", "MRI", "US", "XR", "CR", "DX", "MG", "NM", "PT", "PET", "RF",
                         "XA", "DXA", "BMD", "IR", "FL", "ECHO"})
+_ZERO = timedelta(0)
 _MOBILE = frozenset({"CP", "MOBILE", "CELL", "CELLULAR", "MOB", "SMS"})
+
+
+_SEEN_STATUS: dict[str, str | None] = {}     # SCH-25 as sent → filler_status (a small vocabulary)
 
 
 def filler_status(raw: str) -> str | None:
     """SCH-25 / AI*-filler status to a stored status (``Booked^...`` → SCHEDULED), or None."""
-    first = raw.split("^", 1)[0] if raw and raw != NULL else ""
-    return _FILLER_STATUS.get("".join(ch for ch in first.lower() if ch.isalpha()))
+    if not raw or raw == NULL:
+        return None
+    try:
+        return _SEEN_STATUS[raw]
+    except KeyError:
+        pass
+    first = raw.split("^", 1)[0]
+    found = _FILLER_STATUS.get("".join(ch for ch in first.lower() if ch.isalpha()))
+    if len(_SEEN_STATUS) < 1024:
+        _SEEN_STATUS[raw] = found
+    return found
 
 
 def status_for(trigger: str, status_raw: str) -> tuple[str | None, bool]:
@@ -121,7 +134,7 @@ def appointment_patch(event: AppointmentEvent, *, default_duration: timedelta,
     put("study_type", (service.text or service.code) if service else "", required=True)
     if event.start is not None:
         patch["datetime"] = event.start.isoformat()
-    if event.duration is not None and event.duration >= timedelta(0):
+    if event.duration is not None and event.duration >= _ZERO:
         patch["duration_seconds"] = event.duration.total_seconds()
     elif full:
         patch["duration_seconds"] = default_duration.total_seconds()
@@ -143,18 +156,27 @@ def appointment_patch(event: AppointmentEvent, *, default_duration: timedelta,
 def resource_rows(resources: tuple[Resource, ...]) -> list[dict[str, Any]]:
     """AI* resources as rows for ``appointment_resources`` (times omitted = the appointment's)."""
     rows = []
+    times: dict[tuple[Any, ...], tuple[str, str | None]] = {}   # resources mostly share their times
     for res in resources:
-        code = _clean(res.code)
-        if not code:
+        code = res.code
+        if not code or code == NULL:
             continue
-        row: dict[str, Any] = {"kind": res.kind, "code": code, "text": _clean(res.text),
-                               "coding_system": _clean(res.coding_system), "role": _clean(res.role),
+        text, system, role = res.text, res.coding_system, res.role
+        row: dict[str, Any] = {"kind": res.kind, "code": code, "text": "" if text == NULL else text,
+                               "coding_system": "" if system == NULL else system,
+                               "role": "" if role == NULL else role,
                                "action": res.action.upper()[:1]}
-        if res.start is not None:
-            row["start_at"] = res.start.isoformat()
-            end = res.end
-            if end is not None and end >= res.start:
-                row["end_at"] = end.isoformat()
+        start = res.start
+        if start is not None:
+            key = (start, start.tzinfo, start.fold, res.duration)
+            found = times.get(key)
+            if found is None:
+                end = res.end
+                found = times[key] = (start.isoformat(), end.isoformat()
+                                      if end is not None and end >= start else None)
+            row["start_at"] = found[0]
+            if found[1] is not None:
+                row["end_at"] = found[1]
         rows.append(row)
     return rows
 
