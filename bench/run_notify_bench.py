@@ -1,14 +1,18 @@
 """Notify benchmark: ACK latency of the durable channel with the notify stage on vs off, in one run.
 
 Run from the repository root:  python bench/run_notify_bench.py [--duration 10] [--connections 1,16]
-[--dry-run] [--no-write]
+[--dry-run] [--no-write] [--rounds 2]
 
 Both channels run parse → validate → persist (fsync on) against one private embedded PostgreSQL
-(a fresh database per run); "on" adds ``notify``, which queues a text per booking in the same
-transaction, and the engine's outbox worker sends them meanwhile through the real twilio SDK to
-the local fake Twilio (``tests/fakes``; ``--dry-run``: no credentials, rows are only marked).
-The engine is pinned to core 0; PostgreSQL and the load generator share core 1; the fake Twilio
-runs in this script's process. The figures replace the ``notify`` section of BENCHMARKS.md.
+(a fresh database per run; ``--rounds`` runs of each, interleaved off, on, on, off, since a
+shared machine drifts; the summary compares medians); "on" adds ``notify``, which queues a text
+per booking in the same transaction, and the engine's outbox worker sends them meanwhile through
+the real twilio SDK to the local fake Twilio (``tests/fakes``; ``--dry-run``: no credentials,
+rows are only marked). The engine is pinned to core 0; PostgreSQL and the load generator share
+core 1; the fake Twilio runs in this script's process. Besides latency it records the CPU time
+per message of the engine process and of all PostgreSQL processes (and prints the latter by
+client: engine, outbox worker, background). The figures replace the ``notify`` section of
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -60,6 +64,29 @@ def _cpu(proc: psutil.Process, *, children: bool) -> float:
     return total
 
 
+def _per_process(postmaster: psutil.Process) -> dict[int, float]:
+    """CPU seconds of each live PostgreSQL process (0: the postmaster and the children it reaped)."""
+    t = postmaster.cpu_times()
+    found = {0: t.user + t.system + t.children_user + t.children_system}
+    for child in postmaster.children():
+        try:
+            c = child.cpu_times()
+        except psutil.Error:
+            continue
+        found[child.pid] = c.user + c.system
+    return found
+
+
+def _postgres_split(before: dict[int, float], after: dict[int, float],
+                    who: dict[int, str]) -> dict[str, float]:
+    """PostgreSQL CPU seconds spent during the load, by who ran it (application or process type)."""
+    split: dict[str, float] = {}
+    for pid, cpu in after.items():
+        name = "exited/postmaster" if pid == 0 else who.get(pid, "other")
+        split[name] = split.get(name, 0.0) + cpu - before.get(pid, 0.0)
+    return split
+
+
 def _postmaster(data_dir: Path) -> psutil.Process:
     return psutil.Process(int((data_dir / "postmaster.pid").read_text().split()[0]))
 
@@ -72,6 +99,18 @@ async def _sql(url: str, query: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
+def _interleaved(rounds: int) -> list[str]:
+    """off, on, on, off, off, on, ...: each mode equally early and late in the sequence."""
+    return [m for r in range(rounds) for m in (("off", "on") if r % 2 == 0 else ("on", "off"))]
+
+
+def _middle(values: list[float]) -> float:
+    """The median (mean of the middle two for an even count)."""
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=10.0)
@@ -81,6 +120,8 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     ap.add_argument("--poll", default="0.5", help="RADSCHED_OUTBOX_POLL_SECONDS of the engine")
     ap.add_argument("--sms-rate", default="", help="RADSCHED_SMS_RATE of the engine (default: its own)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="runs per mode and connection count, interleaved off-on-on-off (the machine drifts)")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     work = Path(tempfile.mkdtemp(prefix="radsched-notify-bench-"))
@@ -94,8 +135,8 @@ def main() -> None:
     rows: list[dict] = []
     try:
         for n in conns:
-            for mode in ("off", "on"):
-                name = f"notify_{mode}_{n}"
+            for i, mode in enumerate(_interleaved(args.rounds)):
+                name = f"notify_{mode}_{n}_{i}"
                 asyncio.run(_sql(admin, f'CREATE DATABASE "{name}"'))
                 url = with_database(admin, name)
                 channels = work / name
@@ -113,8 +154,13 @@ def main() -> None:
                                     log=work / f"{name}.log") as proc:
                     engine, postmaster = psutil.Process(proc.pid), _postmaster(work / "pg-data" / "pg")
                     cpu0 = _cpu(engine, children=True), _cpu(postmaster, children=True)
+                    pg0 = _per_process(postmaster)
                     r = harness.loadgen(port, n, args.duration, warmup=args.warmup, run_id=name)
                     cpu1 = _cpu(engine, children=True), _cpu(postmaster, children=True)
+                    pg1 = _per_process(postmaster)
+                    who = {a["pid"]: a["who"] for a in asyncio.run(_sql(url, (
+                        "SELECT pid, coalesce(nullif(application_name, ''), backend_type) AS who "
+                        "FROM pg_stat_activity")))}
                     counts = asyncio.run(_sql(url, "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
                     journal = asyncio.run(_sql(url, "SELECT count(*) AS n FROM hl7_messages"))[0]["n"]
                 texts = ", ".join(f"{c['status']} {c['n']}" for c in counts) or "-"
@@ -122,6 +168,9 @@ def main() -> None:
                 r["engine_us"] = round(1e6 * (cpu1[0] - cpu0[0]) / max(1, journal))
                 r["pg_us"] = round(1e6 * (cpu1[1] - cpu0[1]) / max(1, journal))
                 rows.append({"notify": mode, **r, "texts": texts})
+                split = _postgres_split(pg0, pg1, who)
+                print("  postgres us/msg by client: " + ", ".join(
+                    f"{k} {1e6 * v / max(1, journal):.0f}" for k, v in sorted(split.items())), flush=True)
                 print(f"notify {mode:3} conns={n:3} {r['msgs_per_s']:>9} msg/s p50={r['p50_ms']} ms "
                       f"p99={r['p99_ms']} ms codes={r['ack_codes']} engine {r['engine_us']} us/msg "
                       f"postgres {r['pg_us']} us/msg outbox: {texts}", flush=True)
@@ -133,23 +182,26 @@ def main() -> None:
 
     lines = []
     for n in conns:
-        off = next(r for r in rows if r["notify"] == "off" and r["connections"] == n)
-        on = next(r for r in rows if r["notify"] == "on" and r["connections"] == n)
+        off, on = ({key: _middle([r[key] for r in rows if r["notify"] == mode and r["connections"] == n])
+                    for key in ("p50_ms", "p99_ms", "engine_us", "pg_us")} for mode in ("off", "on"))
         for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
             if off[key] and on[key]:
-                lines.append(f"- {n} connection(s), {label}: notify on is "
+                lines.append(f"- {n} connection(s), {label} (median of {args.rounds}): notify on is "
                              f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off (target: within 10 %)")
-        lines.append(f"- {n} connection(s), CPU per message (robust on a shared machine): engine "
-                     f"{off['engine_us']} → {on['engine_us']} µs, PostgreSQL {off['pg_us']} → "
-                     f"{on['pg_us']} µs (off → on)")
+        lines.append(f"- {n} connection(s), CPU per message (median; steadier than latency on a "
+                     f"shared machine): engine {off['engine_us']:.0f} → {on['engine_us']:.0f} µs, "
+                     f"PostgreSQL {off['pg_us']:.0f} → {on['pg_us']:.0f} µs (off → on)")
     body = "\n".join([
         "## Notify: durable channel ACK latency with notify on vs off (issue: notify)",
         "",
         f"Measured {harness.stamp()} on {harness.machine()}.",
         f"Command: `python bench/run_notify_bench.py --duration {args.duration:g}"
-        f"{' --dry-run' if args.dry_run else ''}{f' --sms-rate {args.sms_rate}' if args.sms_rate else ''}`"
+        f"{' --dry-run' if args.dry_run else ''}{f' --sms-rate {args.sms_rate}' if args.sms_rate else ''}"
+        f"{f' --rounds {args.rounds}' if args.rounds != 2 else ''}`"
         " — parse, validate, persist (+ notify) against a "
-        "private embedded PostgreSQL (fsync on, fresh database per run); message "
+        "private embedded PostgreSQL (fsync on, fresh database per run; runs interleaved off, on, on, "
+        "off; CPU per message: engine process and all PostgreSQL processes over the whole load, "
+        "warm-up included, per journaled message); message "
         "`bench/messages/siu_s12.hl7` (a new booking each, one text each with notify on); "
         + ("texts recorded as dry runs (no credentials)." if args.dry_run else
            "the outbox worker sends the texts meanwhile through the twilio SDK to the local fake "
