@@ -10,45 +10,42 @@ from .read import Reader, birth_date
 from .values import Notes, components, ident, nth, text
 
 
-def _field(fields: list[str], n: int) -> str:
-    return fields[n] if n < len(fields) else ""
-
-
 def _identifier(r: Reader, pid: list[str], prefer_types: tuple[str, ...]) -> tuple[str, str]:
     """``(id, authority)`` from PID-3: the first repetition of a preferred type, else the first one."""
     first: tuple[str, str] | None = None
-    for rep in r.reps(_field(pid, 3)):
+    for rep in r.reps(pid[3]):
         cx = r.split(rep)
         value = ident(cx[0])
         if value is None:
             continue
-        found = (value, nth(cx, 4).strip())
-        if nth(cx, 5).strip().upper() in prefer_types:
+        n = len(cx)
+        found = (value, cx[3].strip() if n > 3 else "")
+        if (cx[4] if n > 4 else "").strip().upper() in prefer_types:
             return found
         if first is None:
             first = found
     if first is not None:
         return first
     for field in (2, 4):            # backward-compatible patient ids, still the only one for some
-        raw = _field(pid, field)
-        value = ident(r.leaf(raw))
+        value = ident(r.leaf(pid[field]))
         if value is not None:
-            return value, r.leaf(raw, 4).strip()
+            return value, r.leaf(pid[field], 4).strip()
     return "", ""
 
 
 def _digits(text: str) -> str:
-    return text if text.isdigit() else "".join(ch for ch in text if ch.isdigit())
+    return text if text.isdigit() or not text else "".join(ch for ch in text if ch.isdigit())
 
 
 def _number(xtn: list[str]) -> str:
     """XTN.1, else XTN.12 (unformatted), else ``+country area local`` from XTN.5-7 (+ ``x ext``)."""
-    number = xtn[0].strip() or nth(xtn, 12).strip()
+    number = nth(xtn, 1).strip() or nth(xtn, 12).strip()
     if number:
         return "" if number == '""' else number
-    country, area, local, ext = (_digits(nth(xtn, c)) for c in (5, 6, 7, 8))
+    local = _digits(nth(xtn, 7))
     if not local:
         return ""
+    country, area, ext = _digits(nth(xtn, 5)), _digits(nth(xtn, 6)), _digits(nth(xtn, 8))
     number = (f"+{country}" if country else "") + area + local
     return f"{number} x{ext}" if ext else number
 
@@ -81,26 +78,22 @@ def phones(pid: Segment, field: int, default_use: str) -> tuple[Phone, ...]:
 def patient_from(message: Message, notes: Notes, prefer_types: tuple[str, ...] = ("MR",),
                  reader: Reader | None = None) -> Patient | None:
     """The patient from the first PID, or None when there is none."""
-    seg = message.segment("PID")
-    if seg is None:
+    rows = message.split_fields("PID")
+    if not rows:
         return None
     r = reader or Reader(message, notes=notes)
-    pid = seg.fields
+    pid = rows[0]
+    if len(pid) < 15:
+        pid = pid + [""] * (15 - len(pid))
     mrn, authority = _identifier(r, pid, prefer_types)
     birth = None
     try:
-        birth = birth_date(r.leaf(_field(pid, 7)))
+        birth = birth_date(r.leaf(pid[7]))
     except TimestampError:
         notes.add(102, "birth date is not a valid date; stored as unknown", Location("PID", 1, 7))
-    name = r.comps(_field(pid, 5))
-    found = _phones(r, _field(pid, 13), "PRN")
-    found += _phones(r, _field(pid, 14), "WPN")
-    return Patient(
-        mrn=mrn,
-        authority=authority,
-        family_name=text(nth(name, 1)),
-        given_name=text(nth(name, 2)),
-        birth_date=birth,
-        sex=text(r.leaf(_field(pid, 8))),
-        phones=tuple(found),
-    )
+    name = r.comps(pid[5])
+    found = _phones(r, pid[13], "PRN") if pid[13] else []
+    if pid[14]:
+        found += _phones(r, pid[14], "WPN")
+    return Patient(mrn, authority, text(nth(name, 1)), text(nth(name, 2)), birth, text(r.leaf(pid[8])),
+                   tuple(found))

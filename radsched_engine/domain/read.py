@@ -17,7 +17,7 @@ from ..errors import Location, Reject
 from ..hl7.escape import unescape
 from ..hl7.message import Message
 from ..hl7.timestamps import TimestampError, parse_date, parse_duration, parse_ts, unit_seconds
-from .values import Notes
+from .values import Notes, ident, text
 
 _ABSENT = "\r"                      # a delimiter the message does not define: never inside a segment
 _ZONES: dict[str, tzinfo] = {}      # "+0500" → its fixed offset, once parse_ts accepted it
@@ -82,6 +82,16 @@ def birth_date(text: str) -> date | None:
     return parse_date(text)
 
 
+def name(comps: list[str]) -> str:
+    """``values.person_name`` of an XCN's components: ``prefix given family``, else its id."""
+    n = len(comps)
+    if n < 2:
+        return (ident(comps[0]) or "") if comps else ""
+    parts = [comps[c - 1].strip() if c <= n else "" for c in (6, 3, 2)]
+    found = " ".join(p for p in parts if p and p != '""')
+    return found or ident(comps[0]) or ""
+
+
 class Reader:
     """The delimiters, charset, facility zone and notes of one message, for reading its raw fields."""
 
@@ -102,6 +112,8 @@ class Reader:
     def leaf(self, value: str, component: int = 1) -> str:
         """``seg.get(n, component)`` of a raw field value (first repetition and subcomponent)."""
         if component == 1:           # the first of everything: the text before any delimiter
+            if value.isalnum() or not value:      # (delimiters are never letters or digits)
+                return value
             if self.comp in value:
                 value = value.split(self.comp, 1)[0]
             if self.rep in value:
@@ -125,6 +137,8 @@ class Reader:
         """Leaf text of every component of the first repetition (``values.components``)."""
         if not value:
             return []
+        if value.isalnum():
+            return [value]
         if self.rep in value:
             value = value.split(self.rep, 1)[0]
         return self.split(value)
@@ -140,6 +154,13 @@ class Reader:
                 if esc in comp:
                     comps[i] = unescape(comp, self.delimiters, self.charset)
         return comps
+
+    def coded_text(self, value: str) -> str:
+        """``values.coded_text`` of a raw CE/CWE field value: its text component, else its code."""
+        if not value:
+            return ""
+        comps = self.comps(value)
+        return text((comps[1] if len(comps) > 1 else "") or comps[0])
 
     def reps(self, value: str) -> list[str]:
         """Raw repetitions of a field value ([] when empty)."""
