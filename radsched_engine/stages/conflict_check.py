@@ -27,8 +27,8 @@ Per SIU message, before ``persist`` and in the same transaction:
 
 An S12 (a new booking: nothing stored is needed to build its candidate) takes a shorter road
 when ``persist`` follows in the channel: the stage leaves its request in the exchange and
-persist sends it with its write (``radsched_check_and_apply``: locks, redelivery check and
-neighbours read first, then the booking written, one round trip); the rules then run on what
+persist sends it with its write (``radsched_book``: locks taken and neighbours read first,
+then the booking written with its redelivery check, one call); the rules then run on what
 was read (``_finish``), and the findings and mirrors are written with the commit
 (``store.deferred``), or before any later message of the same group-commit transaction that
 could read them. Same locks, same snapshot rules, same answers; a blocking finding under
@@ -154,22 +154,24 @@ class ConflictCheckStage:
             await self._release(exchange, event, keys, before)
             return
         locks = lock_names(booking) + (lock_names(booking_from_stored(before)) if before else [])
-        request = ContextRequest(
-            keys, tuple(locks), _claim(exchange, self.channel), tuple(slot_resources(booking)),
-            booking.start, booking.end, booking.patient_key, self.rules.window(booking))
         if event.trigger == "S12" and self.combined:
             # Nothing stored is needed to name what to look at: persist sends this request with
             # its write (one round trip) and hands the neighbourhood back to ``_finish``.
             # The findings that need no neighbour (preparation advice, calendars, ...) are
             # known now and stored with the booking; only neighbours can change them later.
+            # (No claim: the write's own redelivery check answers a redelivery, and the rules
+            # then never run.)
             alone = self.rules.evaluate(booking, [], exchange.received_at)
             written = [stored.entry(f, {}) for f in alone]
-            # (no claim: the write's own redelivery check answers a redelivery, and the rules
-            # then never run)
-            exchange.data[CHECK_REQUEST] = replace(request, claim=None, conflicts=written)
+            exchange.data[CHECK_REQUEST] = ContextRequest(
+                keys, tuple(locks), None, tuple(slot_resources(booking)), booking.start,
+                booking.end, booking.patient_key, self.rules.window(booking), written)
             exchange.data[CHECK_FINISH] = lambda found, row: self._finish(
                 exchange, booking, found, row, alone, written)
             return
+        request = ContextRequest(
+            keys, tuple(locks), _claim(exchange, self.channel), tuple(slot_resources(booking)),
+            booking.start, booking.end, booking.patient_key, self.rules.window(booking))
         found = await load_context(
             conn, keys=keys, locks=locks, claim=request.claim, resources=request.resources,
             start=booking.start, end=booking.end, patient_key=booking.patient_key,

@@ -113,9 +113,8 @@ async def apply_appointment(
                        dict(appointment.items()) if appointment is not None else None)
 
 
-_CHECK_APPLY = ("SELECT * FROM radsched_check_and_apply($1::bigint[], $2::jsonb, $3::text[], "
-                "$4::text[], $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16, "
-                "$17::jsonb, $18::jsonb, $19)")                     # migration 0303
+_BOOK = ("SELECT * FROM radsched_book($1::bigint[], $2::text[], $3::text[], $4, $5, $6, $7, $8, "
+         "$9::jsonb, $10, $11, $12, $13, $14, $15, $16::jsonb, $17::jsonb, $18)")   # migration 0310
 
 
 async def check_and_apply(
@@ -124,12 +123,16 @@ async def check_and_apply(
     event_time: datetime | None, fields: dict[str, Any], resources: list[dict[str, Any]] | None,
     merge: bool,
 ) -> tuple[Neighbourhood, ApplyResult]:
-    """``load_context(request)`` then ``apply_appointment(...)``, in one round trip.
+    """``load_context(request)`` then ``apply_appointment(...)``, in one round trip and one call.
 
-    The neighbourhood is read (locks taken, redelivery checked) before the change is written.
+    The request's locks are taken first, then the stored appointment and its neighbours are
+    read (none when that appointment is active: the booking is refused), then the change is
+    written. The write's own claim answers a redelivery (``request.claim`` is not used).
     """
-    rows = await conn.fetch(_CHECK_APPLY, *request.args(), meta, raw, content_hash, message_lock,
-                            list(keys), trigger, event_time, fields, resources, merge)
+    locks, _, kinds, codes, start, end, patient, lo, hi = request.args()
+    rows = await conn.fetch(_BOOK, locks, kinds, codes, start, end, patient, lo, hi, meta, raw,
+                            content_hash, message_lock, list(keys), trigger, event_time, fields,
+                            resources, merge)
     last = rows[-1]
     appointment = last["appointment"]
     done = ApplyResult(last["result"], last["detail"], last["journal_id"],
