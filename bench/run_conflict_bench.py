@@ -2,7 +2,8 @@
 
 Run from the repository root:
     python bench/run_conflict_bench.py [--preload 1000000] [--duration 10] [--connections 1,16]
-                                       [--explain] [--no-write]
+                                       [--url URL [--keep]] [--env NAME=VALUE] [--explain]
+                                       [--no-write]
 
 Both channels run parse → validate (→ conflict_check) → persist against one private embedded
 PostgreSQL (fsync on) holding ``--preload`` appointments (3 resource rows each, as in
@@ -11,14 +12,18 @@ message is ``bench/messages/siu_s12.hl7`` with one technologist per room and roo
 patients of each run's own, so the load is realistic: every booking is checked against its
 room, technologist and patient, but nothing collides (only the exam's prep advice is stored). No
 ANTHROPIC_API_KEY: rules only. ``--explain`` prints the plan of the neighbourhood query at the
-preloaded size. The engine is pinned to core 0; PostgreSQL and the load generator share core 1. The
-figures replace the ``conflicts`` section of BENCHMARKS.md.
+preloaded size. The engine is pinned to core 0; PostgreSQL and the load generator share core 1.
+Each run is measured like the durable bench (``run_durable_bench.measure``): besides throughput
+and latency, CPU time per answered message of the engine and of PostgreSQL, and commits per
+message -- the figures that stay comparable when the machine is shared (throughput does not).
+The figures replace the ``conflicts`` section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -29,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg
 
 from bench import harness
+from bench import run_durable_bench as durable
 from bench.store_bench import EPOCH, preload
 from radsched_engine.store import migrate
 
@@ -100,15 +106,32 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--connections", default="1,16")
+    ap.add_argument("--url", help="PostgreSQL admin URL (role with CREATEDB); default: a private "
+                                  "embedded server")
+    ap.add_argument("--keep", action="store_true",
+                    help="with --url: keep the preloaded database for the next run (and reuse it)")
+    ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the engine")
     ap.add_argument("--explain", action="store_true", help="print the neighbourhood query's plan")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
+    env_extra = dict(item.split("=", 1) for item in args.env)
     work = Path(tempfile.mkdtemp(prefix="radsched-conflict-bench-"))
-    pg, url = harness.start_postgres(work / "pg-data", database="radsched", core=1)
+    embedded = None
+    admin = args.url
+    if not admin:
+        embedded, admin = harness.start_postgres(work / "pg-data", core=1)
+    pg = asyncio.run(durable.postmaster(admin))
+    durable.pin_tree(pg, 1)
+    name = f"conflicts_{args.preload}" if args.keep else f"conflicts_{os.getpid()}"
     rows: list[dict] = []
     plan = ""
     try:
+        if not (args.keep and asyncio.run(durable._sql(
+                admin, "SELECT 1 FROM pg_database WHERE datname = $1", name))):
+            asyncio.run(durable._sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            asyncio.run(durable._sql(admin, f'CREATE DATABASE "{name}"'))
+        url = durable.with_database(admin, name)
         asyncio.run(migrate(url))
         seconds = asyncio.run(preload(url, args.preload)) if args.preload else 0.0
         print(f"preloaded {args.preload:,} appointments in {seconds:.0f} s", flush=True)
@@ -117,26 +140,25 @@ def main() -> None:
             print(plan, flush=True)
         for n in conns:
             for mode in ("off", "on"):
-                name = f"conflicts_{mode}_{n}"
-                channels = work / name
-                channels.mkdir()
-                (channels / "scheduling.yaml").write_text(CHANNEL.format(
-                    check="  - conflict_check\n" if mode == "on" else ""))
-                port = harness.free_port()
-                env = {"RADSCHED_CHANNELS_DIR": str(channels), "RADSCHED_DATABASE_URL": url,
-                       "RADSCHED_MLLP_LISTEN": f"127.0.0.1:{port}",
-                       "RADSCHED_METRICS_LISTEN": f"127.0.0.1:{harness.free_port()}",
-                       "RADSCHED_DATA_DIR": str(work / "data"), "ANTHROPIC_API_KEY": ""}
-                with harness.server([sys.executable, "-m", "radsched_engine.cli", "run"], port, env=env,
-                                    log=work / f"{name}.log"):
-                    r = harness.loadgen(port, n, args.duration, template=template(work, name),
-                                        warmup=args.warmup, run_id=name)
+                run = f"conflicts_{mode}_{n}_{os.getpid()}"
+                r = durable.measure(url, pg, work, run, n, args.duration, args.warmup, env_extra,
+                                    channel=CHANNEL.format(check="  - conflict_check\n"
+                                                           if mode == "on" else ""),
+                                    template_path=template(work, run))
                 rows.append({"conflict_check": mode, **r})
                 print(f"conflict_check {mode:3} conns={n:3} {r['msgs_per_s']:>9} msg/s "
-                      f"p50={r['p50_ms']} ms p99={r['p99_ms']} ms codes={r['ack_codes']}", flush=True)
+                      f"p50={r['p50_ms']} ms p99={r['p99_ms']} ms engine={r['engine_us']} µs/msg "
+                      f"pg={r['pg_us']} µs/msg tx/msg={r['tx_per_msg']} codes={r['ack_codes']}",
+                      flush=True)
     finally:
-        pg.stop()
-        shutil.rmtree(work / "pg-data", ignore_errors=True)
+        if not args.keep:
+            try:
+                asyncio.run(durable._sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            except Exception as exc:          # the server may already be gone
+                print(f"could not drop {name}: {exc}", file=sys.stderr)
+        if embedded is not None:
+            embedded.stop()
+            shutil.rmtree(work / "pg-data", ignore_errors=True)
 
     lines = []
     for n in conns:
@@ -145,7 +167,8 @@ def main() -> None:
         if off["msgs_per_s"]:
             cost = 100 * (off["msgs_per_s"] - on["msgs_per_s"]) / off["msgs_per_s"]
             lines.append(f"- {n} connection(s): conflict_check costs {cost:.1f} % of the throughput "
-                         "(target: under 20 %)")
+                         f"(target: under 20 %); CPU per message: engine {off['engine_us']} → "
+                         f"{on['engine_us']} µs, PostgreSQL {off['pg_us']} → {on['pg_us']} µs")
     body = "\n".join([
         "## Conflict check: durable channel throughput with conflict_check on vs off (issue 4)",
         "",
@@ -159,7 +182,9 @@ def main() -> None:
         "",
         harness.table(rows, [("conflict_check", "conflict_check"), ("connections", "connections"),
                              ("msgs_per_s", "msgs/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
-                             ("max_ms", "max ms"), ("ack_codes", "ACK codes")]),
+                             ("max_ms", "max ms"), ("engine_us", "engine µs/msg"),
+                             ("pg_us", "PostgreSQL µs/msg"), ("loadgen_us", "loadgen µs/msg"),
+                             ("tx_per_msg", "commits/msg"), ("ack_codes", "ACK codes")]),
         "",
         *lines,
     ])

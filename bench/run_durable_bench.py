@@ -122,11 +122,18 @@ async def commits(url: str) -> int:
 
 
 def measure(url: str, pg: psutil.Process | None, work: Path, name: str, connections: int,
-            duration: float, warmup: float, env_extra: dict[str, str]) -> dict:
-    """One engine run: start it pinned to core 0, load it from core 1, sample CPU mid-run."""
+            duration: float, warmup: float, env_extra: dict[str, str], channel: str | None = None,
+            template_path: Path | None = None) -> dict:
+    """One engine run: start it pinned to core 0, load it from core 1, sample CPU mid-run.
+
+    ``channel``: the channel file's YAML (default: ``channels/default.yaml`` as shipped);
+    ``template_path``: the load generator's message template (default: ``template``)."""
     channels = work / f"channels-{name}"
     channels.mkdir(exist_ok=True)
-    shutil.copy(REPO / "channels" / "default.yaml", channels / "default.yaml")
+    if channel is None:
+        shutil.copy(REPO / "channels" / "default.yaml", channels / "default.yaml")
+    else:
+        (channels / "default.yaml").write_text(channel)
     port, mport = harness.free_port(), harness.free_port()
     env = {"RADSCHED_CHANNELS_DIR": str(channels), "RADSCHED_DATABASE_URL": url,
            "RADSCHED_MLLP_LISTEN": f"127.0.0.1:{port}", "RADSCHED_METRICS_LISTEN": f"127.0.0.1:{mport}",
@@ -138,7 +145,7 @@ def measure(url: str, pg: psutil.Process | None, work: Path, name: str, connecti
         gen = subprocess.Popen(
             [*harness.pin(1), sys.executable, "-m", "bench.loadgen", "--port", str(port),
              "--connections", str(connections), "--duration", str(duration), "--warmup", str(warmup),
-             "--template", str(template(work, f"{name}-{os.getpid()}")),
+             "--template", str(template_path or template(work, f"{name}-{os.getpid()}")),
              "--run-id", f"{name}-{os.getpid()}"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         eng, lg = psutil.Process(engine.pid), psutil.Process(gen.pid)
