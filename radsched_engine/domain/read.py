@@ -95,7 +95,7 @@ def name(comps: list[str]) -> str:
 class Reader:
     """The delimiters, charset, facility zone and notes of one message, for reading its raw fields."""
 
-    __slots__ = ("charset", "comp", "delimiters", "esc", "notes", "rep", "sub", "times", "tz")
+    __slots__ = ("charset", "comp", "delimiters", "esc", "notes", "rep", "spans", "sub", "times", "tz")
 
     def __init__(self, message: Message, tz: tzinfo = UTC, notes: Notes | None = None) -> None:
         d = self.delimiters = message.delimiters
@@ -107,6 +107,7 @@ class Reader:
         self.tz = tz
         self.notes = notes if notes is not None else Notes()
         self.times = self.notes.times
+        self.spans: dict[tuple[str, str], timedelta] = {}     # valid durations read so far
 
     # -- values ------------------------------------------------------------------------------------
     def leaf(self, value: str, component: int = 1) -> str:
@@ -194,11 +195,16 @@ class Reader:
     def duration(self, value: str, units: str, seg_id: str, field: int, component: int, label: str,
                  *, fatal: bool = False, sequence: int = 1) -> timedelta | None:
         """``values.duration`` of an unescaped leaf value and its unit text."""
+        found = self.spans.get((value, units))
+        if found is not None:                           # (read before in this message, and valid)
+            return found
         text = value.strip()
         if not text:
             return None
         if units:
-            per = unit(units)
+            per = _UNITS.get(units, _MISSING)
+            if per is _MISSING:
+                per = unit(units)
             if per is None and units.strip():
                 self.notes.add(102, f"{label} has an unknown duration unit; ignored",
                                Location(seg_id, sequence, field, 1, component if component > 1 else None))
@@ -206,9 +212,10 @@ class Reader:
         else:
             per = 60                                    # parse_duration's default unit: minutes
         if per is not None and text.isascii() and text.isdigit():
-            seconds = float(text) * per
+            seconds = float(text) * per  # type: ignore[operator]
             if seconds <= _MAX_SECONDS:
-                return timedelta(seconds=seconds)
+                found = self.spans[(value, units)] = timedelta(seconds=seconds)
+                return found
         try:
             return parse_duration(value, units)
         except TimestampError:

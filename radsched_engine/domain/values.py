@@ -24,6 +24,8 @@ class Notes:
 
     @property
     def texts(self) -> tuple[str, ...]:
+        if not self.problems:
+            return ()
         return tuple(f"{p.location}: {p.text}" if p.location else p.text for p in self.problems)
 
 
