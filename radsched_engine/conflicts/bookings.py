@@ -72,8 +72,7 @@ def candidate(event: AppointmentEvent, key: str, stored: StoredAppointment | Non
     priority and a trigger-only status keep the stored values).
     """
     if stored is None or event.trigger == "S12":
-        fresh = booking_from_event(event, catalog)
-        return replace(fresh, key=key) if fresh is not None else None
+        return booking_from_event(event, catalog, key=key)
     base = booking_from_stored(stored, key)
     start = event.start or base.start
     if event.duration is not None and event.duration >= timedelta(0):

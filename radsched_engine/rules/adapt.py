@@ -20,8 +20,10 @@ def age_on(birth: date | None, day: date) -> int | None:
 
 
 def booking_from_event(event: AppointmentEvent, catalog: ProcedureCatalog | None = None, *,
-                       facts: Mapping[str, object] | None = None, group: str = "") -> Booking | None:
-    """The booking an SIU event describes, or None when it has no start time.
+                       facts: Mapping[str, object] | None = None, group: str = "",
+                       key: str | None = None) -> Booking | None:
+    """The booking an SIU event describes (keyed ``key``, else the event's key), or None when it
+    has no start time.
 
     The end comes from the event's duration, else the latest resource end, else the typical
     duration of its procedures in ``catalog`` (so R4 can still judge it), else the start itself.
@@ -41,7 +43,7 @@ def booking_from_event(event: AppointmentEvent, catalog: ProcedureCatalog | None
     patient = event.patient
     status = _TRIGGER_STATUS.get(event.trigger) or normalize_status(event.status_raw)
     return Booking(
-        key=event.key,
+        key=event.key if key is None else key,
         patient_key=patient.key if patient is not None else "|",
         start=start,
         end=end if end is not None and end >= start else start,

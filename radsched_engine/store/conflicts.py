@@ -84,9 +84,21 @@ _CONTEXT = ("SELECT * FROM radsched_conflict_context("
             "$1::bigint[], $2::jsonb, $3, $4::text[], $5::text[], $6::text[], $7, $8, $9, $10, $11)")
 
 
+_LOCK_IDS: dict[str, int] = {}       # lock name -> key: a room's day is locked by many bookings
+_LOCK_IDS_LIMIT = 65536
+
+
 def lock_ids(names: Iterable[str]) -> list[int]:
     """Advisory lock keys for lock names, sorted (every transaction locks in the same order)."""
-    return sorted({lock_key(n) for n in names})
+    ids = set()
+    for name in names:
+        key = _LOCK_IDS.get(name)
+        if key is None:
+            if len(_LOCK_IDS) >= _LOCK_IDS_LIMIT:
+                _LOCK_IDS.clear()
+            key = _LOCK_IDS[name] = lock_key(name)
+        ids.add(key)
+    return sorted(ids)
 
 
 # exchange.data keys: a conflict check left for persist to send with its write
