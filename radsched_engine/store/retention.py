@@ -29,6 +29,7 @@ What is never pruned, and why it is safe:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -215,11 +216,19 @@ class Pruner:
         self._stopping.clear()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="retention")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """End after the current batch; a batch still waiting after ``grace`` seconds (a
+        database that does not answer) is cancelled, and its transaction rolled back."""
         self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=grace)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def wait_runs(self, count: int) -> None:
         """Until at least ``count`` runs have finished (tests)."""

@@ -132,3 +132,26 @@ async def test_an_engine_without_retention_has_no_pruner(tmp_path: Path, db_url:
     async with engine_with(tmp_path, db_url, "") as engine:
         assert engine.retention is None
         assert not any(isinstance(s, Pruner) for s in engine.background)
+
+
+class NeverAnswers:
+    """A stand-in store whose connections never come (a database that does not answer)."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        self.asked.set()
+        await asyncio.Event().wait()
+        yield None
+
+
+async def test_stop_does_not_wait_for_a_database_that_never_answers() -> None:
+    store = NeverAnswers()
+    pruner = Pruner(store, FAST)
+    await pruner.start()
+    await store.asked.wait()                     # a run is waiting for its connection
+    async with asyncio.timeout(30):              # a hang guard, not a timing assertion
+        await pruner.stop(grace=0.1)
+    assert pruner._task is None and pruner.runs == 0
