@@ -321,3 +321,36 @@ async def test_rate_limits_deliveries_started_per_second(store: Store, db_url: s
     clock.advance(3600)                            # the bucket holds at most one second's worth (min 1)
     assert await w.drain() == 1
     assert await w.drain() == 0
+
+
+async def test_claims_take_the_oldest_due_rows_out_of_a_large_backlog(store: Store, db_url: str) -> None:
+    # 2,000 waiting rows; rows 1,001-2,000 each wait behind an earlier row of their order key.
+    async with store.connection() as conn:
+        await conn.execute("""
+            INSERT INTO outbox (kind, dedupe_key, payload)
+            SELECT 'test', 'bulk' || i, jsonb_build_object('order_key', 'key' || (i % 1000))
+            FROM generate_series(1, 2000) AS i""")
+        ids = [r["id"] for r in await conn.fetch("SELECT id FROM outbox ORDER BY id")]
+    handler = ScriptedHandler(concurrency=20)
+    w = worker(store, handler)
+    claimed = await w.run_once()
+    assert claimed > 0 and sorted(r.id for r in handler.delivered) == ids[:claimed]
+    await w.drain(max_rounds=500)
+    order = {r.id: n for n, r in enumerate(handler.delivered)}
+    assert len(order) == 2000
+    assert all(order[ids[i]] < order[ids[i + 1000]] for i in range(1000))
+
+
+async def test_order_keys_are_one_namespace_for_every_kind(store: Store, db_url: str) -> None:
+    clock = Clock()
+    first, second = ScriptedHandler("kind_a"), ScriptedHandler("kind_b")
+    first.script = [Delivery("retry", error="down")]
+    a1 = await add(store, "kind_a", "a1", {"order_key": "shared"})
+    b1 = await add(store, "kind_b", "b1", {"order_key": "shared"})
+    w = worker(store, first, second, clock=clock)
+    await w.drain()
+    assert [r.id for r in first.delivered] == [a1] and second.delivered == []
+    clock.advance(100)
+    await w.drain()
+    assert [r.id for r in second.delivered] == [b1]
+    assert {r["id"]: r["status"] for r in await rows(db_url)} == {a1: "sent", b1: "sent"}
