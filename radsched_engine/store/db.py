@@ -64,6 +64,17 @@ def failure_reason(exc: BaseException) -> str:
     return "other"
 
 
+def unreachable(exc: BaseException) -> bool:
+    """True for the failures that mean the database cannot be reached: a refused, lost or closed
+    connection, a server starting or shutting down (not a timeout, nor a statement's error)."""
+    if isinstance(exc, TimeoutError):
+        return False
+    if isinstance(exc, (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                        asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+
+
 class Availability:
     """Whether the database answers, as the store's users find it; said once each way in the log.
 
@@ -80,13 +91,12 @@ class Availability:
 
     def failed(self, exc: BaseException, *, refused: int = 0) -> bool:
         """Note a failure; True when it is the database being unreachable (then already logged)."""
-        if failure_reason(exc) != "connection":
+        if not unreachable(exc):
             return False
         if self.down_since is None:
             self.down_since = time.monotonic()
             self.refused = refused
-            log.warning("database_unreachable", reason="connection", error=type(exc).__name__,
-                        detail=str(exc)[:200])
+            log.warning("database_unreachable", error=type(exc).__name__, detail=str(exc)[:200])
         else:
             self.refused += refused
             if refused:

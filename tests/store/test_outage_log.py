@@ -83,5 +83,32 @@ pipeline: [parse, validate, conflict_check, persist]
     assert recovered["level"] == "info"
     assert recovered["refused"] == answered_ar        # every message answered AR while down
     unreachable = loud[0]
-    assert unreachable["reason"] in ("connection", "timeout")
+    assert unreachable["error"] and unreachable["detail"]      # the cause, as the driver said it
     assert events.index(unreachable) < events.index(recovered)
+
+
+def test_what_counts_as_the_database_being_unreachable() -> None:
+    import asyncpg
+
+    from radsched_engine.store.db import Availability, unreachable
+
+    for down in (FileNotFoundError(2, "no socket"), ConnectionRefusedError(),
+                 asyncpg.CannotConnectNowError("the database system is starting up"),
+                 asyncpg.AdminShutdownError("terminating connection"),
+                 asyncpg.ConnectionDoesNotExistError("connection was closed in the middle"),
+                 asyncpg.InterfaceError("connection is closed")):
+        assert unreachable(down), down
+    for up in (TimeoutError(), asyncpg.UniqueViolationError("duplicate key"),
+               asyncpg.LockNotAvailableError("lock timeout"),
+               asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+               ValueError("a bug")):
+        assert not unreachable(up), up
+
+    seen = Availability()
+    assert not seen.failed(ValueError("a bug"), refused=1) and seen.down_since is None
+    assert seen.failed(ConnectionRefusedError())                # the first: the warning
+    assert seen.failed(ConnectionRefusedError(), refused=1)     # then counted
+    assert seen.failed(ConnectionRefusedError(), refused=1)
+    assert seen.refused == 2
+    seen.ok()                                                   # the recovery line, once
+    assert seen.down_since is None and seen.refused == 0
