@@ -84,7 +84,13 @@ class Channel:
         """The reply payload for a frame (unframed), or None when no reply is due."""
         started = time.perf_counter()
         if frame[:3] == b"MSH" and b"\rMSH" not in frame and b"\nMSH" not in frame:
-            reply = await self._one(frame, peer, started)      # the common case: one message
+            # The common case, one message: ``_one`` and ``_process`` written out in place.
+            ex = Exchange(raw=frame, channel=self.name, peer=peer, received_at=datetime.now(UTC),
+                          ack_mode=self.ack_mode)
+            await self.pipeline.run(ex)
+            segments, _ = self._reply_segments(ex, started)
+            self._count(ex)
+            reply = to_wire(segments) if segments is not None else None
             self._latency.observe(time.perf_counter() - started)
             return reply
         plan = plan_frame(frame)

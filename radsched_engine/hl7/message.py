@@ -207,8 +207,12 @@ class Message:
         """Every segment with this id, in order."""
         return [self._segment_at(i) for i in self._index.get(seg_id, ())]
 
-    def split_fields(self, seg_id: str) -> list[list[str]]:
-        """Raw (escaped) fields of every ``seg_id`` segment (not MSH): ``[i][n]`` is field n."""
+    def split_fields(self, seg_id: str, upto: int = -1) -> list[list[str]]:
+        """Raw (escaped) fields of every ``seg_id`` segment (not MSH): ``[i][n]`` is field n.
+
+        With ``upto`` only fields 0..``upto`` are split out; the rest of the segment stays in
+        one last item (for a reader that needs only the first few fields of a long segment).
+        """
         pos = self._index.get(seg_id)
         if not pos:
             return []
@@ -220,7 +224,7 @@ class Message:
             if seg is not None and seg._fields is not None:
                 out.append(seg._fields)
             else:
-                out.append(texts[i].split(fs))
+                out.append(texts[i].split(fs, upto))
         return out
 
     def values(self, seg_id: str, n: int, component: int | None = None,

@@ -31,8 +31,18 @@ class _Context(NamedTuple):
 
     @classmethod
     def of(cls, d: Delimiters, charset: str) -> _Context:
-        return cls(d, charset, d.repetition or _ABSENT, d.component or _ABSENT,
-                   d.subcomponent or _ABSENT, d.escape or _ABSENT)
+        key = (id(d), charset)             # by identity: sniff_msh hands out memoised ones
+        context = _CONTEXTS.get(key)
+        if context is None or context.delimiters is not d:
+            context = cls(d, charset, d.repetition or _ABSENT, d.component or _ABSENT,
+                          d.subcomponent or _ABSENT, d.escape or _ABSENT)
+            if len(_CONTEXTS) >= 256:           # few distinct (delimiters, charset) pairs
+                _CONTEXTS.clear()
+            _CONTEXTS[key] = context
+        return context
+
+
+_CONTEXTS: dict[tuple[int, str], _Context] = {}
 
 
 class Segment:

@@ -109,7 +109,7 @@ class ParseStage:
 
     def _check_unknown(self, message: Message, exchange: Exchange) -> None:
         present = message.present_ids
-        if not present - KNOWN_SEGMENTS:
+        if KNOWN_SEGMENTS.issuperset(present):
             return
         for seg_id in present:
             if is_known(seg_id):

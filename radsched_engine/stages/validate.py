@@ -132,8 +132,8 @@ class _Plan:
     """
 
     segments: tuple[str, ...]                                    # must be present
-    checks: tuple[tuple[str, tuple[tuple[int, int, int, int], ...], int], ...]
-    # per segment id: ((field, component or 0, kind, group), ...), number of groups
+    checks: tuple[tuple[str, tuple[tuple[int, int, int, int], ...], int, int], ...]
+    # per segment id: ((field, component or 0, kind, group), ...), number of groups, last field
     # kind 0: required in every occurrence; 1: one of a group; 2: timestamp when present
 
     @classmethod
@@ -170,26 +170,35 @@ class _Plan:
                 if p.depth == 3 or p.repetition != 1 or p.occurrence != 1 or seg == "MSH":
                     return None
                 per_seg.setdefault(seg, []).append((p.field, p.component, 2, 0))
-        checks = tuple((seg, tuple(items), groups.get(seg, 0)) for seg, items in per_seg.items())
+        checks = tuple((seg, tuple(items), groups.get(seg, 0), max(i[0] for i in items))
+                       for seg, items in per_seg.items())
         return cls(tuple(dict.fromkeys(segments)), checks)
 
     def passes(self, message: Message) -> bool:
+        index = message._index
         for seg in self.segments:
-            if not message.has(seg):
+            if seg not in index:
                 return False
         d = message.delimiters
         rep, comp, sub = d.repetition, d.component, d.subcomponent
         blanks = " " + comp + rep + sub
         seen: set[str] = set()
-        for seg, items, n_groups in self.checks:
-            for fields in message.split_fields(seg):
+        for seg, items, n_groups, last in self.checks:
+            if seg not in index:
+                continue
+            for fields in message.split_fields(seg, last + 1):
                 satisfied = 0
+                count = len(fields)
                 for n, c, kind, gid in items:
-                    value = fields[n] if n < len(fields) else ""
-                    if value and (c or kind == 2):
+                    value = fields[n] if n < count else ""
+                    if not value:
+                        if kind == 0:
+                            return False
+                        continue
+                    if c or kind == 2:
                         if rep and rep in value:
                             value = value.split(rep, 1)[0]
-                        if comp in value:
+                        if comp and comp in value:
                             parts = value.split(comp)
                             value = parts[(c or 1) - 1] if (c or 1) <= len(parts) else ""
                         elif (c or 1) != 1:
@@ -201,7 +210,9 @@ class _Plan:
                             if not is_timestamp(value):
                                 return False
                             seen.add(value)
-                    elif _has_data(value, blanks):
+                        continue
+                    stripped = value.strip(blanks) if value else ""
+                    if stripped and stripped != '""':
                         if kind == 1:
                             satisfied |= 1 << gid
                     elif kind == 0:
@@ -232,6 +243,7 @@ class ValidateStage:
         self._timestamps = tuple((seg_id, tuple(paths)) for seg_id, paths in by_segment.items())
         self._rules_cache: dict[str, tuple[_Rule, ...]] = {}
         self._plans: dict[str, _Plan | None] = {}
+        self._headers_ok: dict[tuple[str, ...], str] = {}
 
     async def __call__(self, exchange: Exchange) -> None:
         message = exchange.message
@@ -257,6 +269,21 @@ class ValidateStage:
         return plan
 
     def _check_header(self, message: Message, exchange: Exchange) -> None:
+        fields = message.header.fields
+        # Delimiters, MSH-9, MSH-11 and MSH-12 as sent, once they passed: the version they mean.
+        key = fields[1:3] + fields[9:10] + fields[11:13]
+        version = self._headers_ok.get(key)
+        if version is None:
+            version = self._check_type_and_version(message)
+            if len(self._headers_ok) >= 256:
+                self._headers_ok.clear()
+            self._headers_ok[key] = version
+        exchange.data["hl7_version"] = version
+        if not message.control_id.strip():
+            raise Reject(101, "message control id (MSH-10) is missing", Location("MSH", 1, 10))
+
+    def _check_type_and_version(self, message: Message) -> str:
+        """MSH-9 against ``accept``, MSH-11 and MSH-12 against the options; the version used."""
         code, trigger = message.message_code, message.trigger
         if not self._any_type:
             if code not in self._types:
@@ -275,9 +302,7 @@ class ValidateStage:
         if version not in self._versions:
             raise Reject(203, f"HL7 version {version or '(empty)'} is not accepted (accepted: "
                               f"{', '.join(self.options.versions)})", Location("MSH", 1, 12, 1, 1))
-        exchange.data["hl7_version"] = version
-        if not message.control_id.strip():
-            raise Reject(101, "message control id (MSH-10) is missing", Location("MSH", 1, 10))
+        return version
 
     def _rules(self, code: str, type_trigger: str) -> tuple[_Rule, ...]:
         rules = self._rules_cache.get(type_trigger)
