@@ -54,13 +54,14 @@ def test_compose_picks_the_mobile_number_and_renders_in_the_facility_zone() -> N
 async def test_text_is_stored_before_the_send_and_an_in_doubt_resend_matches_it(
         store: Store, db_url: str, twilio_fake: FakeTwilio) -> None:
     clock = Clock()
-    twilio_fake.force(201, delay=1.0)              # accepted only after our timeout: in doubt
+    twilio_fake.force(201, delay=3.0)              # accepted only after our timeout: in doubt
     rid = await queue(store, "k1", facts(Phone("617-555-0123", "PRN", "CP")))
-    worker, _ = sms_worker(store, twilio_fake.env(), clock, timeout=0.2)
+    # 1 s: time enough, on a busy machine, for the request to reach Twilio before we give up.
+    worker, _ = sms_worker(store, twilio_fake.env(), clock, timeout=1.0)
     try:
         await worker.drain()
         got = await row(db_url, rid)
-        assert got["status"] == "sending"
+        assert got["status"] == "sending" and json.loads(got["result"])["in_doubt"] is True
         stored = payload(got)
         assert FACTS not in stored and (stored["to"], stored["skip"], stored["body"]) == (TO, None, BODY)
         assert stored["order_key"] == "sms:k1" and stored["event"] == "S12"
