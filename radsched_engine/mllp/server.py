@@ -137,7 +137,10 @@ class Connection(asyncio.Protocol):
         self.can_write.set()
         self.closing = False
         self.draining = False
-        self.reading_paused = False
+        self.reading_paused = False          # our queue of received frames is full
+        self.write_blocked = False           # the peer is not reading its ACKs (above high water)
+        self.read_stopped = False            # the transport is not reading (either reason)
+        self.write_timer: asyncio.TimerHandle | None = None
         self.lingered = 0                    # bytes dropped after the oversize NAK
         self.inline = getattr(server.handler, "inline", False)
         channel = server.name
@@ -222,16 +225,55 @@ class Connection(asyncio.Protocol):
         self.can_write.set()
         if self.timer is not None:
             self.timer.cancel()
+        if self.write_timer is not None:
+            self.write_timer.cancel()
         # A frame in flight keeps running to its commit (the sender will resend and the
         # redelivery is recognised); frames only queued are dropped: they were never answered.
         self.queue.clear()
         log.debug("connection_closed", channel=self.server.name, peer=self.peer)
 
     def pause_writing(self) -> None:
+        """The peer is not reading its ACKs: stop reading its frames (it gets no more work done
+        for answers nobody reads) and drop it if it is still not reading after ``write_timeout``."""
         self.can_write.clear()
+        self.write_blocked = True
+        self._apply_reading()
+        if self.write_timer is None and not self.closing:
+            self.write_timer = self.loop.call_later(self.limits.write_timeout, self._write_stalled)
 
     def resume_writing(self) -> None:
         self.can_write.set()
+        self.write_blocked = False
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
+        self._apply_reading()
+        if self.queue and (self.worker is None or self.worker.done()) and not self.closing:
+            self.worker = self.loop.create_task(self._serve())
+
+    def _write_stalled(self) -> None:
+        self.write_timer = None
+        if self.closing or not self.write_blocked:
+            return
+        metrics.FRAME_ERRORS.labels(self.server.name, "write_timeout").inc()
+        log.warning("write_timeout", channel=self.server.name, peer=self.peer)
+        self.closing = True
+        self.transport.abort()  # type: ignore[union-attr]
+
+    def _apply_reading(self) -> None:
+        """Read from the peer unless our queue is full or it does not read its ACKs."""
+        stop = self.reading_paused or self.write_blocked
+        if stop == self.read_stopped:
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.read_stopped = stop
+        if stop:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+            self._restart_frame_clock()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -279,7 +321,7 @@ class Connection(asyncio.Protocol):
                     self.worker = self.loop.create_task(self._serve())
             if len(self.queue) > self.limits.max_queued_frames and not self.reading_paused:
                 self.reading_paused = True
-                self.transport.pause_reading()  # type: ignore[union-attr]
+                self._apply_reading()
 
     def eof_received(self) -> bool | None:
         # Half-close: answer what was received, then close (return True keeps the write side).
@@ -362,22 +404,16 @@ class Connection(asyncio.Protocol):
             frame = queue.popleft()
             if self.reading_paused and len(queue) <= self.limits.max_queued_frames // 2:
                 self.reading_paused = False
-                self.transport.resume_reading()  # type: ignore[union-attr]
-                self._restart_frame_clock()
+                self._apply_reading()
             reply = await handler.handle(frame, self.peer)
             self.last_activity = self.loop.time()
             if reply is None or self.closing:
                 continue
             self.transport.write(encode(reply))  # type: ignore[union-attr]
             if not self.can_write.is_set():
-                try:
-                    async with asyncio.timeout(self.limits.write_timeout):
-                        await self.can_write.wait()
-                except TimeoutError:
-                    metrics.FRAME_ERRORS.labels(self.server.name, "write_timeout").inc()
-                    log.warning("write_timeout", channel=self.server.name, peer=self.peer)
-                    self.transport.abort()  # type: ignore[union-attr]
-                    return
+                # ``_write_stalled`` drops the peer after write_timeout (connection_lost sets
+                # the event); until then nothing more is read from it nor answered.
+                await self.can_write.wait()
         if self.draining:
             self.close()
 
@@ -405,7 +441,7 @@ class Connection(asyncio.Protocol):
         limits = self.limits
         # While reading is paused (our queue is full) a half-read frame cannot progress: that
         # time is ours, not the sender's, so the frame clock only runs while we read.
-        started = None if self.reading_paused else self.frame_started
+        started = None if self.read_stopped else self.frame_started
         if started is not None and self.decoder.in_frame and now - started >= limits.frame_timeout:
             metrics.FRAME_ERRORS.labels(self.server.name, "frame_timeout").inc()
             log.warning("frame_timeout", channel=self.server.name, peer=self.peer,

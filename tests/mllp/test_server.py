@@ -217,3 +217,56 @@ async def test_peer_that_never_reads_is_dropped_without_stalling_others():
         writer.close()
     finally:
         await server.drain(1)
+
+
+class CountingStage:
+    """Counts the frames that reached the pipeline."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, ex):
+        self.calls += 1
+
+
+async def test_peer_that_never_reads_gets_no_more_work_done_until_dropped():
+    """Above the write high-water mark the listener stops reading that peer: no frame of it is
+    decoded or run while its ACKs are not read, and write_timeout then drops it."""
+    import socket
+
+    stage = CountingStage()
+    server = await start(Limits(write_timeout=3.0), stage)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", server.port))
+        pad = b"P" * 16384                     # MSH-3, echoed in each ACK's MSH-5
+        frame = encode(b"MSH|^~\\&|" + pad + b"|F|R|F|20260101||SIU^S12|nr|P|2.5\rSCH|1\r")
+        sent = 0
+        deadline = loop.time() + 2.0
+        while loop.time() < deadline:           # never read a single ACK
+            try:
+                sent += sock.send(frame)
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
+        (conn,) = server.connections
+        assert conn.write_blocked and conn.read_stopped
+        handled = stage.calls
+        assert handled * len(frame) < sent     # the peer sent more than was ever read and run
+        await asyncio.sleep(0.5)
+        assert stage.calls == handled          # nothing more is read from it while it stalls
+        assert len(conn.queue) <= conn.limits.max_queued_frames + 1
+        for _ in range(100):                   # write_timeout (3 s) drops it
+            if not server.connections:
+                break
+            await asyncio.sleep(0.1)
+        assert not server.connections
+        # The listener still serves everyone else.
+        c = await AsyncMllpClient.connect("127.0.0.1", server.port)
+        assert msa(await c.request(siu("ok")))[1] == "AA"
+        await c.close()
+    finally:
+        sock.close()
+        await server.drain(1)
