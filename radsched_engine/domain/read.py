@@ -1,12 +1,13 @@
 """One message's raw fields read as ``Segment.get`` reads them, split once, with fast common timestamps.
 
-Extraction reads a segment's split field list (``seg.fields``) and cuts each field into its
-components once, instead of one ``Segment.get`` per value. Every result equals what
-``Segment.get`` / ``values.timestamp`` / ``values.duration`` give for the same place (the domain's
-equivalence tests compare both over every sample): leaves are the first subcomponent, unescaped
-only when they hold the escape character; timestamps of the forms ``YYYYMMDD``, ``YYYYMMDDHHMM``
-and ``YYYYMMDDHHMMSS``, each with an optional ``±ZZZZ``, are built directly; anything else (and
-every error) goes through ``hl7.timestamps``.
+Extraction takes each segment's split field list (``Message.split_fields``: no Segment objects)
+and cuts each field into its components once, instead of one ``Segment.get`` per value. Every
+result equals what ``Segment.get`` / ``values.timestamp`` / ``values.duration`` give for the same
+place (``tests/domain`` compares them with the code before this reader over every sample and
+over mutated messages): leaves are the first subcomponent, unescaped only when they hold the
+escape character; timestamps of the forms ``YYYYMMDD``, ``YYYYMMDDHHMM`` and ``YYYYMMDDHHMMSS``,
+the last two with an optional ``±ZZZZ`` already accepted once, are built directly; anything
+else (and every error) goes through ``hl7.timestamps``.
 """
 
 from __future__ import annotations

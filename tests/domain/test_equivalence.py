@@ -112,7 +112,15 @@ def mutated(draw: st.DrawFn) -> bytes:
             fields += [""] * (n + 1 - len(fields))
             fields[n] = draw(st.sampled_from(_VALUES))
             body[i] = fs.join(fields)
-    return ("\r".join([msh, *body]) + "\r").encode("latin-1")
+    text = "\r".join([msh, *body]) + "\r"
+    delimiters = draw(st.sampled_from(_DELIMITERS))
+    if delimiters:                  # the same message with other encoding characters
+        text = text.translate(str.maketrans("^~\\&", delimiters))
+    return text.encode("latin-1")
+
+
+# Other encoding characters (component, repetition, escape, subcomponent); "" keeps ^~\&.
+_DELIMITERS = ["", "", "", "#*$@", "¦}!%", "~^&\\"]
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
