@@ -195,8 +195,12 @@ class Channel:
     def _log(self, ex: Exchange, header: MshHeader | None, started: float) -> None:
         outcome = ex.outcome.value if ex.outcome else "error"
         ms = round((time.perf_counter() - started) * 1000, 3)
-        control_id = ex.control_id or (header.control_id if header else "")
-        mtype = ex.message_type or (f"{header.message_code}^{header.trigger}" if header else "")
+        # The message's own header when it was parsed (its MSH-10 is the exchange's control id).
+        control_id = header.control_id if header is not None else ""
+        message = ex.message
+        mtype = message.type_trigger if message is not None else ""
+        if not mtype and header is not None:
+            mtype = f"{header.message_code}^{header.trigger}"
         if ex.problem is None:
             message_log.answered(self.name, control_id, mtype, ex.ack_code or "none", outcome, ms,
                                  ex.peer)

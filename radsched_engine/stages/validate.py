@@ -123,6 +123,10 @@ def _name(p: Path) -> str:
     return str(_location(p, 1))
 
 
+# Timestamp texts already found well formed (slot times repeat across messages); bounded.
+_GOOD_TIMES: set[str] = set()
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """The required-field and timestamp checks of one message type, grouped by segment.
@@ -207,8 +211,12 @@ class _Plan:
                         if value and value not in seen:
                             if sub and sub in value:
                                 return False           # let the precise check pick the part
-                            if not is_timestamp(value):
-                                return False
+                            if value not in _GOOD_TIMES:
+                                if not is_timestamp(value):
+                                    return False
+                                if len(_GOOD_TIMES) >= 4096:
+                                    _GOOD_TIMES.clear()
+                                _GOOD_TIMES.add(value)
                             seen.add(value)
                         continue
                     stripped = value.strip(blanks) if value else ""
