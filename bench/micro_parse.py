@@ -1,4 +1,5 @@
-"""Micro benchmark: µs per message for parse, parse+validate and parse+validate+extract (SIU and ORM).
+"""Micro benchmark: µs per message for parse, parse+validate, parse+validate+extract and the whole
+ACK path of an ack-only channel (Channel.handle: parse, validate, ACK, log line, metrics) for SIU and ORM.
 
 Run: ``/work/venv/bin/python bench/micro_parse.py [--number N]``. Not a test: it prints numbers only.
 The stages are driven without an event loop (their coroutines never suspend), so the figures are
@@ -8,6 +9,7 @@ the CPU cost of the stage code itself; python-hl7's full ``hl7.parse`` is timed 
 from __future__ import annotations
 
 import argparse
+import os
 import timeit
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -15,10 +17,15 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from radsched_engine import logs
+from radsched_engine.ack import AckIdentity
+from radsched_engine.channel import Channel
 from radsched_engine.domain.extract import event_for
 from radsched_engine.exchange import Exchange
 from radsched_engine.hl7.message import Message
-from radsched_engine.pipeline import Resources
+from radsched_engine.pipeline import Pipeline, Resources
+from radsched_engine.stages import parse as parse_module
+from radsched_engine.stages import validate as validate_module
 from radsched_engine.stages.parse import ParseOptions, ParseStage
 from radsched_engine.stages.validate import ValidateOptions, ValidateStage
 
@@ -99,11 +106,27 @@ def main() -> None:
         _drive(validate(ex))
         event_for(ex, tz)
 
+    # The ack-only channel as the engine runs it: JSON log line per message (to /dev/null
+    # here), metrics on; the handler coroutine never suspends without a database.
+    logs.configure("json", "info", open(os.devnull, "w"))  # noqa: SIM115
+    channel = Channel("bench", Pipeline("bench", [(parse_module.SPEC, parse),
+                                                  (validate_module.SPEC, validate)]),
+                      AckIdentity())
+
+    def ack_path(raw: bytes) -> None:
+        coro = channel.handle(raw, "127.0.0.1:1")
+        try:
+            coro.send(None)
+        except StopIteration:
+            return
+        raise RuntimeError("handle suspended")
+
     cases: list[tuple[str, Callable[[bytes], None]]] = [
         ("Message.parse", parse_only),
         ("parse stage", parse_stage),
         ("parse+validate", parse_validate),
         ("parse+validate+extract", parse_validate_extract),
+        ("Channel.handle (ACK)", ack_path),
     ]
     try:
         import hl7  # python-hl7, for scale only
