@@ -45,6 +45,8 @@ def main() -> None:
                          "rewritten when all three ran")
     ap.add_argument("--no-uvloop", action="store_true",
                     help="run the engine on the stdlib asyncio loop (uvloop made unimportable)")
+    ap.add_argument("--no-write", action="store_true",
+                    help="print the section instead of rewriting BENCHMARKS.md (a busy machine)")
     args = ap.parse_args()
     servers = set(args.servers.split(","))
     conns = [int(c) for c in args.connections.split(",")]
@@ -112,6 +114,10 @@ def main() -> None:
                              ("mismatched_msa2", "bad MSA-2"),
                              ("ack_codes", "ACK codes")]),
     ])
+    if args.no_write:
+        print(body)
+        print(f"BENCHMARKS.md left as it is (logs in {logdir})")
+        return
     harness.write_section("ack", body)
     print(f"wrote BENCHMARKS.md (logs in {logdir})")
 
