@@ -101,6 +101,18 @@ async def test_long_bookings_are_found_from_any_point(conn: asyncpg.Connection) 
     assert [r["appointment_key"] for r in found] == ["c|F:LONG"]
 
 
+async def test_bookings_of_every_length_are_found(conn: asyncpg.Connection) -> None:
+    """Short (at most 2 h), day-long and multi-day bookings each have their own index and
+    look-back; every one that overlaps is found, none that merely touches."""
+    await book(conn, "c|F:SHORT", T - 2 * H + timedelta(minutes=1), T + timedelta(minutes=1))
+    await book(conn, "c|F:TOUCH", T - 2 * H, T)                         # ends as the slot begins
+    await book(conn, "c|F:DAY", T - 20 * H, T + timedelta(minutes=5))
+    await book(conn, "c|F:DAYTOUCH", T - 24 * H, T)
+    await book(conn, "c|F:MULTI", T - timedelta(days=3), T + timedelta(days=1))
+    found = await find_overlapping(conn, locations=["CT1"], start=T, end=T + H)
+    assert sorted(r["appointment_key"] for r in found) == ["c|F:DAY", "c|F:MULTI", "c|F:SHORT"]
+
+
 async def test_overlap_query_uses_the_indexes(conn: asyncpg.Connection) -> None:
     """The statement inside radsched_overlapping, planned generically, uses the indexes."""
     source = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'radsched_overlapping'")
@@ -116,7 +128,7 @@ async def test_overlap_query_uses_the_indexes(conn: asyncpg.Connection) -> None:
         "'H|1', '{}')"))
     await conn.execute("DEALLOCATE overlap")
     await conn.execute("RESET plan_cache_mode")
-    assert "appointment_resources_booked " in plan and "appointment_resources_booked_long" in plan
+    assert all(f"appointment_resources_{name} " in plan for name in ("slot", "day", "booked_long"))
     assert "appointments_patient_active" in plan
 
 
