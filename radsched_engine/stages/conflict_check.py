@@ -13,8 +13,9 @@ Per SIU message, before ``persist`` and in the same transaction:
    ``lock_timeout`` is AR 206.
 3. One round trip (``radsched_conflict_context``) takes the locks, stops on a redelivery
    (persist then answers it), and loads the stored appointment and its neighbours: active
-   bookings of the same rooms/staff overlapping ``[start, end)`` (GiST slot index) and of the
-   same patient within the rules' widest window (patient index).
+   bookings of the same rooms/staff overlapping ``[start, end)`` (btree range probes, indexes
+   by booking length: migration 0311) and of the same patient within the rules' widest window
+   (patient index).
 4. ``RuleSet.evaluate`` (pure); the findings go to ``exchange.data["conflicts"]``, which
    persist stores in ``appointments.conflicts``; each is counted in ``radsched_conflicts``.
 5. Symmetry: each finding is mirrored onto the other appointment, and the findings that name
