@@ -7,7 +7,6 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -84,8 +83,7 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
 
 
-def canonical(raw: bytes, tz: tzinfo, *, domain: ModuleType = extract,
-              maps: ModuleType = mapping) -> str:
+def canonical(raw: bytes, tz: tzinfo) -> str:
     """Event repr, warnings (code, text, location), persist patch and resource rows, or the refusal."""
     try:
         message = Message.parse(raw)
@@ -94,18 +92,18 @@ def canonical(raw: bytes, tz: tzinfo, *, domain: ModuleType = extract,
     ex = Exchange(raw, "golden", "127.0.0.1:1", datetime(2026, 1, 1, tzinfo=UTC))
     ex.message = message
     try:
-        event = domain.event_for(ex, tz)
+        event = extract.event_for(ex, tz)
     except HL7Failure as exc:
         p = exc.problem if hasattr(exc, "problem") else None
         return json.dumps({"refused": [exc.code, str(exc), repr(p), getattr(exc, "user_text", None)]})
     out: dict[str, Any] = {"event": repr(event),
                            "warnings": [repr(w) for w in ex.warnings]}
     if isinstance(event, AppointmentEvent):
-        out["patch"] = _plain(maps.appointment_patch(event, default_duration=_DEFAULT))
-        out["patch_conflicts"] = _plain(maps.appointment_patch(
+        out["patch"] = _plain(mapping.appointment_patch(event, default_duration=_DEFAULT))
+        out["patch_conflicts"] = _plain(mapping.appointment_patch(
             event, default_duration=_DEFAULT, conflicts=[{"at": event.start, "n": (1, 2)}]))
-        out["rows"] = _plain(maps.resource_rows(event.resources))
-        out["modality"] = maps.modality_of(event)
+        out["rows"] = _plain(mapping.resource_rows(event.resources))
+        out["modality"] = mapping.modality_of(event)
     return json.dumps(out, sort_keys=True, ensure_ascii=False)
 
 

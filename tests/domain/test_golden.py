@@ -1,11 +1,11 @@
-"""The fast extraction and mapping produce exactly what the reference (the code before it) produced.
+"""Extraction and persist mapping pinned by golden outputs, and robust on mutated messages.
 
-Three checks: golden outputs of the project's own messages (full text, ``golden_extract.json``),
-golden digests of the shared public corpus (``golden_extract_shared.json``: no sample content is
-stored), and a live comparison with the reference implementation (``tests/domain/reference``, the
-code as it was before the fast path) over the corpus and over hypothesis-mutated messages.
-Rewrite the golden files with ``python -m tests.domain.golden`` only when a change of output is
-intended.
+Golden outputs of the project's own messages (full text, ``golden_extract.json``) and golden
+digests of the shared public corpus (``golden_extract_shared.json``: no sample content is
+stored). Rewrite them with ``python -m tests.domain.golden`` only when a change of output is
+intended, and review the diff of ``golden_extract.json``. Over hypothesis-mutated messages:
+extraction answers with an event or a refusal (never another exception), and the same message
+written with other encoding characters (MSH-1/MSH-2) gives the same result.
 """
 
 from __future__ import annotations
@@ -18,14 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from . import golden
-from .reference import extract as ref_extract
-from .reference import mapping as ref_mapping
 
 OWN = golden.own_messages()
-
-
-def _reference(raw: bytes, tz: object) -> str:
-    return golden.canonical(raw, tz, domain=ref_extract, maps=ref_mapping)  # type: ignore[arg-type]
 
 
 def test_golden_own_messages() -> None:
@@ -44,17 +38,7 @@ def test_golden_shared_corpus() -> None:
     got = golden.outputs(messages, golden.digest)
     assert sorted(got) == sorted(expected)
     for key in expected:
-        if got[key] != expected[key]:       # show the new output, then compare with the reference
-            name, _, zone = key.partition("|")
-            tz = next(z for z in golden.ZONES if golden._zone(z) == zone)
-            assert golden.canonical(messages[name], tz) == _reference(messages[name], tz), key
-
-
-def test_reference_agrees_on_every_message() -> None:
-    messages = OWN | golden.shared_messages()
-    for name, raw in messages.items():
-        for tz in golden.ZONES:
-            assert golden.canonical(raw, tz) == _reference(raw, tz), name
+        assert got[key] == expected[key], key
 
 
 # -- mutated messages ------------------------------------------------------------------------------
@@ -84,7 +68,7 @@ def _segments(raw: bytes) -> tuple[str, list[str]]:
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> bytes:
+def mutated(draw: st.DrawFn, values: list[str] = _VALUES) -> str:
     base = draw(st.sampled_from(sorted(OWN)))
     msh, body = _segments(OWN[base])
     fs = msh[3]
@@ -93,13 +77,13 @@ def mutated(draw: st.DrawFn) -> bytes:
         if what == "msh7":
             fields = msh.split(fs)
             if len(fields) > 6:
-                fields[6] = draw(st.sampled_from(_VALUES))
+                fields[6] = draw(st.sampled_from(values))
                 msh = fs.join(fields)
             continue
         if what == "add" or not body:
             seg_id = draw(st.sampled_from(_IDS[1:]))
-            values = draw(st.lists(st.sampled_from(_VALUES), max_size=14))
-            body.insert(draw(st.integers(0, len(body))), fs.join([seg_id, *values]))
+            added = draw(st.lists(st.sampled_from(values), max_size=14))
+            body.insert(draw(st.integers(0, len(body))), fs.join([seg_id, *added]))
             continue
         i = draw(st.integers(0, len(body) - 1))
         if what == "drop":
@@ -110,20 +94,29 @@ def mutated(draw: st.DrawFn) -> bytes:
             fields = body[i].split(fs)
             n = draw(st.integers(1, 36))
             fields += [""] * (n + 1 - len(fields))
-            fields[n] = draw(st.sampled_from(_VALUES))
+            fields[n] = draw(st.sampled_from(values))
             body[i] = fs.join(fields)
-    text = "\r".join([msh, *body]) + "\r"
-    delimiters = draw(st.sampled_from(_DELIMITERS))
-    if delimiters:                  # the same message with other encoding characters
-        text = text.translate(str.maketrans("^~\\&", delimiters))
-    return text.encode("latin-1")
+    return "\r".join([msh, *body]) + "\r"
 
 
-# Other encoding characters (component, repetition, escape, subcomponent); "" keeps ^~\&.
-_DELIMITERS = ["", "", "", "#*$@", "¦}!%", "~^&\\"]
+# Other encoding characters (component, repetition, escape, subcomponent).
+_DELIMITERS = ["#*$@", "¦}!%", "~^&\\"]
+# Values holding no encoding character and no escape: they read the same under any delimiters
+# (an escape such as \\F\\ decodes to the delimiter in use, so it legitimately differs).
+_PLAIN = [v for v in _VALUES if not any(c in v for c in "^~\\&")]
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(raw=mutated(), zone=st.sampled_from(golden.ZONES))
-def test_mutated_messages_match_reference(raw: bytes, zone: object) -> None:
-    assert golden.canonical(raw, zone) == _reference(raw, zone)  # type: ignore[arg-type]
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=mutated(), zone=st.sampled_from(golden.ZONES))
+def test_mutated_messages_get_an_event_or_a_refusal(text: str, zone: object) -> None:
+    out = golden.canonical(text.encode("latin-1"), zone)  # type: ignore[arg-type]
+    assert out.startswith(("unparsed ", "{"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=mutated(_PLAIN), delimiters=st.sampled_from(_DELIMITERS),
+       zone=st.sampled_from(golden.ZONES))
+def test_other_encoding_characters_read_the_same(text: str, delimiters: str, zone: object) -> None:
+    other = text.translate(str.maketrans("^~\\&", delimiters))
+    assert golden.canonical(other.encode("latin-1"), zone) == golden.canonical(  # type: ignore[arg-type]
+        text.encode("latin-1"), zone)  # type: ignore[arg-type]

@@ -1,1 +1,0 @@
-"""The extraction as it was before the fast path (commit 602dac9), kept verbatim as the tests' reference."""
