@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import re
@@ -72,27 +73,41 @@ def _scrub_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) ->
 
 class BufferedLogger:
     """Writes rendered lines; info and below are flushed in batches (``flush()`` on a timer),
-    warnings and errors at once. The journal, not the log, is the durable record of messages."""
+    warnings and errors at once. The journal, not the log, is the durable record of messages.
 
-    __slots__ = ("_file", "_pending")
+    The lines are gathered here and handed to the stream as one string per batch: a stream that
+    writes through (stdout under ``PYTHONUNBUFFERED=1``, usual in containers) would otherwise
+    make one ``write`` system call per line, as costly as the ACK's own.
+    """
+
+    __slots__ = ("_file", "_lines")
+
+    BATCH = 256
 
     def __init__(self, file: Any) -> None:
         self._file = file
-        self._pending = 0
+        self._lines: list[str] = []
 
     def msg(self, message: str) -> None:
-        self._file.write(message + "\n")
-        self._pending += 1
-        if self._pending >= 256:
+        lines = self._lines
+        lines.append(message)
+        if len(lines) >= self.BATCH:
             self.flush()
 
     def urgent(self, message: str) -> None:
-        self._file.write(message + "\n")
+        self._lines.append(message)
         self.flush()
 
+    def write(self, text: str) -> None:
+        """Text already ending in a newline (the stdlib logging handler's lines), kept in order."""
+        self._lines.append(text[:-1] if text.endswith("\n") else text)
+
     def flush(self) -> None:
-        self._pending = 0
+        lines, self._lines = self._lines, []
         try:
+            if lines:
+                lines.append("")
+                self._file.write("\n".join(lines))
             self._file.flush()
         except (OSError, ValueError):
             pass
@@ -108,6 +123,9 @@ def flush() -> None:
     """Flush buffered log lines (the app calls this on a short timer and at shutdown)."""
     for logger in _LOGGERS:
         logger.flush()
+
+
+atexit.register(flush)     # lines still gathered when the process ends (sys.exit, an error)
 
 
 class _Factory:
@@ -226,7 +244,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     )
     # Libraries that log through stdlib logging (asyncpg, aiohttp, twilio) go through the same
     # redaction, at warning level and above.
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(factory.logger)   # through the same buffer, in order
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processor=renderer,
         foreign_pre_chain=[structlog.processors.add_log_level,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import pytest
 
@@ -60,5 +61,37 @@ def test_answered_in_console_format_goes_through_structlog() -> None:
                                                  0.5, "127.0.0.1:1")
         text = "\n".join(_lines(buffer))
         assert "message" in text and "control_id=C1" in text and "ack=AA" in text
+    finally:
+        logs.configure("json", "info")
+
+
+class _CountingStream(io.StringIO):
+    """A stream that writes through: counts the ``write`` calls it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_info_lines_reach_the_stream_in_batches_and_warnings_keep_their_order() -> None:
+    stream = _CountingStream()
+    logs.configure("json", "info", stream=stream)
+    try:
+        log = logs.MessageLog("test.channel")
+        for i in range(300):
+            log.answered("sched", f"C{i}", "SIU^S12", "AA", "accepted", 0.1, "127.0.0.1:1")
+        assert stream.writes == 1                     # 256 lines in one write; 44 still held
+        logging.getLogger("asyncpg").warning("library warning")
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 301 and stream.writes == 2
+        assert json.loads(lines[299])["control_id"] == "C299"
+        assert json.loads(lines[300])["event"] == "library warning"
+        log.answered("sched", "LAST", "SIU^S12", "AA", "accepted", 0.1, "127.0.0.1:1")
+        logs.flush()
+        assert json.loads(stream.getvalue().splitlines()[-1])["control_id"] == "LAST"
     finally:
         logs.configure("json", "info")
