@@ -3,7 +3,7 @@
 Run from the repository root:
     python bench/run_conflict_bench.py [--preload 1000000] [--duration 10] [--connections 1,16]
                                        [--url URL [--keep]] [--env NAME=VALUE] [--explain]
-                                       [--no-write]
+                                       [--rounds 2] [--no-write]
 
 Both channels run parse → validate (→ conflict_check) → persist against one private embedded
 PostgreSQL (fsync on) holding ``--preload`` appointments (3 resource rows each, as in
@@ -12,7 +12,13 @@ message is ``bench/messages/siu_s12.hl7`` with one technologist per room and roo
 patients of each run's own, so the load is realistic: every booking is checked against its
 room, technologist and patient, but nothing collides (only the exam's prep advice is stored). No
 ANTHROPIC_API_KEY: rules only. ``--explain`` prints the plan of the neighbourhood query at the
-preloaded size. The engine is pinned to core 0; PostgreSQL and the load generator share core 1.
+preloaded size. Per connection count the two modes run interleaved, ``--rounds`` times each (off,
+on, on, off, ...), each run after a CHECKPOINT with no autovacuum busy, and the medians are
+compared. Run once each, off then on, "on" always ran second: after the preload's and the first
+run's writes (checkpoints, full-page images, autovacuum), and a shared machine drifts between two
+runs by more than the check costs (the load generator's CPU per message, the same work in both
+modes, is printed as the control). The engine is pinned to core 0; PostgreSQL and the load
+generator share core 1.
 Each run is measured like the durable bench (``run_durable_bench.measure``): besides throughput
 and latency, CPU time per answered message of the engine and of PostgreSQL, and commits per
 message -- the figures that stay comparable when the machine is shared (throughput does not).
@@ -100,6 +106,40 @@ async def explain(url: str) -> str:
         await conn.close()
 
 
+def interleaved(rounds: int) -> list[str]:
+    """off, on, on, off, off, on, ...: neither mode always runs first, or second."""
+    return [m for i in range(rounds) for m in (("off", "on") if i % 2 == 0 else ("on", "off"))]
+
+
+async def settle(url: str, wait: float = 30.0) -> None:
+    """Start each run from the same database state: no autovacuum worker busy (waited for up to
+    ``wait`` seconds), then a CHECKPOINT, so that no run pays for the previous run's dirty
+    buffers or starts inside a checkpoint (full-page images in the WAL of every page first
+    touched after it)."""
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = asyncio.get_running_loop().time() + wait
+        while await conn.fetchval("SELECT count(*) FROM pg_stat_activity "
+                                  "WHERE backend_type = 'autovacuum worker'"):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+def medians(rows: list[dict]) -> dict[str, float]:
+    """Median throughput and CPU per message of ``rows`` (runs of one mode)."""
+    def med(key: str) -> float:
+        values = sorted(float(r[key]) for r in rows if r.get(key) not in (None, "n/a"))
+        if not values:
+            return 0.0
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    return {k: med(k) for k in ("msgs_per_s", "engine_us", "pg_us", "loadgen_us")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preload", type=int, default=1_000_000, help="appointments stored before the runs")
@@ -113,6 +153,9 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the engine")
     ap.add_argument("--explain", action="store_true", help="print the neighbourhood query's plan")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="per connection count, run off/on this many times each, interleaved "
+                         "(off, on, on, off, ...); the medians are compared")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     env_extra = dict(item.split("=", 1) for item in args.env)
@@ -139,13 +182,14 @@ def main() -> None:
             plan = asyncio.run(explain(url))
             print(plan, flush=True)
         for n in conns:
-            for mode in ("off", "on"):
-                run = f"conflicts_{mode}_{n}_{os.getpid()}"
+            for i, mode in enumerate(interleaved(args.rounds)):
+                asyncio.run(settle(url))
+                run = f"conflicts_{mode}_{n}_{i}_{os.getpid()}"
                 r = durable.measure(url, pg, work, run, n, args.duration, args.warmup, env_extra,
                                     channel=CHANNEL.format(check="  - conflict_check\n"
                                                            if mode == "on" else ""),
                                     template_path=template(work, run))
-                rows.append({"conflict_check": mode, **r})
+                rows.append({"conflict_check": mode, "round": i // 2 + 1, **r})
                 print(f"conflict_check {mode:3} conns={n:3} {r['msgs_per_s']:>9} msg/s "
                       f"p50={r['p50_ms']} ms p99={r['p99_ms']} ms engine={r['engine_us']} µs/msg "
                       f"pg={r['pg_us']} µs/msg tx/msg={r['tx_per_msg']} codes={r['ack_codes']}",
@@ -162,25 +206,32 @@ def main() -> None:
 
     lines = []
     for n in conns:
-        off = next(r for r in rows if r["conflict_check"] == "off" and r["connections"] == n)
-        on = next(r for r in rows if r["conflict_check"] == "on" and r["connections"] == n)
+        off = medians([r for r in rows if r["conflict_check"] == "off" and r["connections"] == n])
+        on = medians([r for r in rows if r["conflict_check"] == "on" and r["connections"] == n])
         if off["msgs_per_s"]:
             cost = 100 * (off["msgs_per_s"] - on["msgs_per_s"]) / off["msgs_per_s"]
-            lines.append(f"- {n} connection(s): conflict_check costs {cost:.1f} % of the throughput "
-                         f"(target: under 20 %); CPU per message: engine {off['engine_us']} → "
-                         f"{on['engine_us']} µs, PostgreSQL {off['pg_us']} → {on['pg_us']} µs")
+            lines.append(f"- {n} connection(s), medians of {args.rounds} run(s) each: "
+                         f"{off['msgs_per_s']:.0f} → {on['msgs_per_s']:.0f} msgs/s, conflict_check "
+                         f"costs {cost:.1f} % of the throughput (target: under 20 %); CPU per "
+                         f"message: engine {off['engine_us']:.0f} → {on['engine_us']:.0f} µs, "
+                         f"PostgreSQL {off['pg_us']:.0f} → {on['pg_us']:.0f} µs, load generator "
+                         f"{off['loadgen_us']:.0f} → {on['loadgen_us']:.0f} µs (the control: its "
+                         "work per message is the same in both modes)")
     body = "\n".join([
         "## Conflict check: durable channel throughput with conflict_check on vs off (issue 4)",
         "",
         f"Measured {harness.stamp()} on {harness.machine()}.",
         f"Command: `python bench/run_conflict_bench.py --preload {args.preload} --duration "
-        f"{args.duration:g}` — parse, validate, (conflict_check,) persist against a private embedded "
+        f"{args.duration:g} --rounds {args.rounds}` — off and on interleaved per connection count "
+        "(off, on, on, off, ...), each run after a CHECKPOINT with no autovacuum running; parse, "
+        "validate, (conflict_check,) persist against a private embedded "
         f"PostgreSQL (fsync on) holding {args.preload:,} appointments before the first run; "
         "message `bench/messages/siu_s12.hl7` with one technologist per room and each run's own rooms, "
         "staff and patients (a new booking each: room, technologist and patient checked, no "
         "collisions); rules only (no Claude key).",
         "",
-        harness.table(rows, [("conflict_check", "conflict_check"), ("connections", "connections"),
+        harness.table(rows, [("conflict_check", "conflict_check"), ("round", "round"),
+                             ("connections", "connections"),
                              ("msgs_per_s", "msgs/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
                              ("max_ms", "max ms"), ("engine_us", "engine µs/msg"),
                              ("pg_us", "PostgreSQL µs/msg"), ("loadgen_us", "loadgen µs/msg"),
