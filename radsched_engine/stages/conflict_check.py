@@ -200,10 +200,16 @@ class ConflictCheckStage:
         own = found.own
         if found.state != "new" or row is None:
             return
+        if own is None and not found.others:
+            # Nothing around it (most bookings): the findings are those stored with the write,
+            # nothing to mirror or strip; only the counting, the log line and the policy remain.
+            self._evaluate(exchange, booking, found, alone, written)
+            if self.review:
+                self._queue_review(exchange, booking, None)
+            return
         if own is not None:                # an inactive appointment booked again
             booking = replace(booking, key=own.key)
-        results, ids = self._evaluate(exchange, booking, found,
-                                      alone if own is None and not found.others else None)
+        results, ids = self._evaluate(exchange, booking, found)
         own_id = own.id if own is not None else None
         if exchange.data["conflicts"] != written:
             deferred.add(exchange, deferred.POST, ("conflicts", {
@@ -217,14 +223,16 @@ class ConflictCheckStage:
             self._queue_review(exchange, booking, own_id)
 
     def _evaluate(self, exchange: Exchange, booking: Booking, found: Neighbourhood,
-                  results: list[Finding] | None = None) -> tuple[list[Finding], dict[str, int]]:
-        """Run the rules (unless ``results`` already holds them); findings to ``exchange.data``,
-        counted and logged; AE 205 when they block."""
+                  results: list[Finding] | None = None,
+                  entries: list[dict[str, Any]] | None = None) -> tuple[list[Finding], dict[str, int]]:
+        """Run the rules (unless ``results`` already holds them, and ``entries`` their stored
+        JSON); findings to ``exchange.data``, counted and logged; AE 205 when they block."""
         ids = {o.key: o.id for o in found.others}
         if results is None:
             neighbours = [booking_from_stored(o) for o in found.others]
             results = self.rules.evaluate(booking, neighbours, exchange.received_at)
-        exchange.data["conflicts"] = [stored.entry(f, ids) for f in results]
+        exchange.data["conflicts"] = (entries if entries is not None
+                                      else [stored.entry(f, ids) for f in results])
         exchange.data["conflict_findings"] = results
         self._count(results)
         summary = FindingSummary.of(results) if results else None
