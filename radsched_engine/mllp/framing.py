@@ -75,8 +75,16 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Event]:
         if self.failed:
             return []
+        n = len(data)
+        # The common case: this read is exactly one whole frame (SB payload EB CR) and nothing
+        # is pending. The general loop below would return the same single payload.
+        if (n > 2 and data[0] == SB and data[n - 2] == EB and data[n - 1] == CR
+                and not (self._in_frame or self._swallow_cr)
+                and n - 3 <= self.max_frame and data.find(_EB, 1) == n - 2
+                and data.find(_SB, 1, n - 2) < 0):
+            return [data[1:n - 2]]
         events: list[Event] = []
-        i, n = 0, len(data)
+        i = 0
         if self._swallow_cr and n:
             self._swallow_cr = False
             if data[0] == CR:

@@ -106,3 +106,19 @@ def test_arbitrary_bytes_never_raise_and_stay_bounded(blob, data):
             if isinstance(event, bytes):
                 assert len(event) <= 256 and b"\x0b" not in event and b"\x1c" not in event
         assert d.buffered <= 256 + step
+
+
+def test_whole_frame_reads_that_are_not_one_plain_frame_take_the_general_path():
+    # Each looks like SB ... EB CR in one read but is not exactly one frame: the quick path for
+    # a single whole frame must leave them to the general loop.
+    assert FrameDecoder().feed(b"\x0bone\x1c\x0btwo\x1c\r") == [b"one", b"two"]
+    events = FrameDecoder().feed(b"\x0bpart\x0bwhole\x1c\r")
+    assert events == [Abandoned(4), b"whole"]
+    events = FrameDecoder(max_frame=5).feed(encode(b"123456"))
+    assert len(events) == 1 and isinstance(events[0], Oversize) and events[0].size == 6
+    d = FrameDecoder()
+    assert d.feed(b"\x0bhead") == [] and d.feed(b"\x0btail\x1c\r") == [Abandoned(4), b"tail"]
+    d = FrameDecoder()
+    assert d.feed(b"\x0bfirst\x1c") == [b"first"]          # the CR may still come: swallowed
+    assert d.feed(b"\x0bsecond\x1c\r") == [b"second"] and not d.in_frame
+    assert d.feed(encode(b"third")) == [b"third"]
