@@ -75,39 +75,58 @@ class BufferedLogger:
     """Writes rendered lines; info and below are flushed in batches (``flush()`` on a timer),
     warnings and errors at once. The journal, not the log, is the durable record of messages.
 
-    The lines are gathered here and handed to the stream as one string per batch: a stream that
-    writes through (stdout under ``PYTHONUNBUFFERED=1``, usual in containers) would otherwise
-    make one ``write`` system call per line, as costly as the ACK's own.
+    The per-message line (``line``) is gathered here and handed to the stream as one string per
+    batch: a stream that writes through (stdout under ``PYTHONUNBUFFERED=1``, usual in
+    containers) would otherwise make one ``write`` system call per message, as costly as the
+    ACK's own. Any other line first hands over the gathered ones, so the order is kept.
     """
 
-    __slots__ = ("_file", "_lines")
+    __slots__ = ("_file", "_lines", "_pending")
 
     BATCH = 256
 
     def __init__(self, file: Any) -> None:
         self._file = file
         self._lines: list[str] = []
+        self._pending = 0
 
-    def msg(self, message: str) -> None:
+    def line(self, message: str) -> None:
+        """The per-message line: gathered, written with the next batch."""
         lines = self._lines
         lines.append(message)
         if len(lines) >= self.BATCH:
             self.flush()
 
+    def msg(self, message: str) -> None:
+        if self._lines:
+            self._hand_over()
+        self._file.write(message + "\n")
+        self._pending += 1
+        if self._pending >= self.BATCH:
+            self.flush()
+
     def urgent(self, message: str) -> None:
-        self._lines.append(message)
+        if self._lines:
+            self._hand_over()
+        self._file.write(message + "\n")
         self.flush()
 
     def write(self, text: str) -> None:
-        """Text already ending in a newline (the stdlib logging handler's lines), kept in order."""
-        self._lines.append(text[:-1] if text.endswith("\n") else text)
+        """The stdlib logging handler's lines (they end in a newline), after the gathered ones."""
+        if self._lines:
+            self._hand_over()
+        self._file.write(text)
+
+    def _hand_over(self) -> None:
+        lines, self._lines = self._lines, []
+        lines.append("")
+        self._file.write("\n".join(lines))
 
     def flush(self) -> None:
-        lines, self._lines = self._lines, []
+        self._pending = 0
         try:
-            if lines:
-                lines.append("")
-                self._file.write("\n".join(lines))
+            if self._lines:
+                self._hand_over()
             self._file.flush()
         except (OSError, ValueError):
             pass
@@ -167,7 +186,7 @@ class MessageLog:
             self.info("message", channel=channel, control_id=control_id, type=mtype, ack=ack,
                       outcome=outcome, ms=ms, peer=peer)
             return
-        _STATE.logger.msg(
+        _STATE.logger.line(
             f'{{"channel": {_str(channel)}, "control_id": {_str(control_id)}, "type": {_str(mtype)}, '
             f'"ack": {_str(ack)}, "outcome": {_str(outcome)}, "ms": {ms!r}, '
             f'"peer": {_str(peer)}, "event": "message", "level": "info", '

@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+import structlog
 
 from radsched_engine import logs
 
@@ -77,7 +78,7 @@ class _CountingStream(io.StringIO):
         return super().write(text)
 
 
-def test_info_lines_reach_the_stream_in_batches_and_warnings_keep_their_order() -> None:
+def test_message_lines_reach_the_stream_in_batches_and_other_lines_keep_their_order() -> None:
     stream = _CountingStream()
     logs.configure("json", "info", stream=stream)
     try:
@@ -87,9 +88,13 @@ def test_info_lines_reach_the_stream_in_batches_and_warnings_keep_their_order() 
         assert stream.writes == 1                     # 256 lines in one write; 44 still held
         logging.getLogger("asyncpg").warning("library warning")
         lines = stream.getvalue().splitlines()
-        assert len(lines) == 301 and stream.writes == 2
+        assert len(lines) == 301 and stream.writes == 3
         assert json.loads(lines[299])["control_id"] == "C299"
         assert json.loads(lines[300])["event"] == "library warning"
+        log.answered("sched", "HELD", "SIU^S12", "AA", "accepted", 0.1, "127.0.0.1:1")
+        structlog.get_logger("test").info("engine_started")     # any other line: written at once
+        tail = [json.loads(line) for line in stream.getvalue().splitlines()[-2:]]
+        assert [t.get("control_id", t["event"]) for t in tail] == ["HELD", "engine_started"]
         log.answered("sched", "LAST", "SIU^S12", "AA", "accepted", 0.1, "127.0.0.1:1")
         logs.flush()
         assert json.loads(stream.getvalue().splitlines()[-1])["control_id"] == "LAST"
