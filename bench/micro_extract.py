@@ -8,8 +8,9 @@ present, the SIU/ORM/OMI files of ``../shared/hl7-samples``.
 Each figure is the minimum over ``--repeat`` batches of CPU time (``time.process_time_ns``) per
 message: robust while other processes use the machine. The cyclic garbage collector is off while
 a batch runs (as in ``timeit``): a batch keeps its parsed messages alive, and full collections
-over them would be charged to whatever code allocated at that moment. Extraction runs on freshly parsed messages
-(the lazy view caches split fields, so a parsed message is used once); parsing is not counted.
+over them would be charged to whatever code allocated at that moment. Extraction runs on freshly
+parsed messages (the lazy view caches split fields, so a parsed message is used once); parsing is
+not counted.
 ``mapping`` is ``appointment_patch`` + ``resource_rows``; ``json`` is ``json.dumps`` of both, as the
 asyncpg codec does for the persist call's jsonb arguments.
 """
