@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..errors import Location
-from ..hl7.message import Message, Segment
+from ..hl7.message import Message
 from ..hl7.timestamps import TimestampError
 from .model import Patient, Phone
 from .read import Reader, birth_date
-from .values import Notes, components, ident, nth, text
+from .values import Notes, ident, nth, text
 
 
 def _identifier(r: Reader, pid: list[str], prefer_types: tuple[str, ...]) -> tuple[str, str]:
@@ -60,19 +60,6 @@ def _phones(r: Reader, value: str, default_use: str) -> list[Phone]:
         use = nth(xtn, 2).strip().upper() or default_use
         found.append(Phone(number, use, nth(xtn, 3).strip()))
     return found
-
-
-def phones(pid: Segment, field: int, default_use: str) -> tuple[Phone, ...]:
-    """Every repetition of an XTN field that carries a telephone number (e-mail-only ones skipped)."""
-    found: list[Phone] = []
-    for rep in range(1, len(pid.repetitions(field)) + 1):
-        xtn = components(pid, field, rep)
-        number = _number(xtn) if xtn else ""
-        if not number:
-            continue
-        use = nth(xtn, 2).strip().upper() or default_use
-        found.append(Phone(number, use, nth(xtn, 3).strip()))
-    return tuple(found)
 
 
 def patient_from(message: Message, notes: Notes, prefer_types: tuple[str, ...] = ("MR",),

@@ -2,12 +2,11 @@
 
 Extraction takes each segment's split field list (``Message.split_fields``: no Segment objects)
 and cuts each field into its components once, instead of one ``Segment.get`` per value. Every
-result equals what ``Segment.get`` / ``values.timestamp`` / ``values.duration`` give for the same
-place (``tests/domain`` compares them with the code before this reader over every sample and
-over mutated messages): leaves are the first subcomponent, unescaped only when they hold the
-escape character; timestamps of the forms ``YYYYMMDD``, ``YYYYMMDDHHMM`` and ``YYYYMMDDHHMMSS``,
-the last two with an optional ``±ZZZZ`` already accepted once, are built directly; anything
-else (and every error) goes through ``hl7.timestamps``.
+result equals what ``Segment.get`` and ``hl7.timestamps`` give for the same place (golden
+outputs in ``tests/domain`` pin them over every sample): leaves are the first subcomponent,
+unescaped only when they hold the escape character; timestamps of the forms ``YYYYMMDD``,
+``YYYYMMDDHHMM`` and ``YYYYMMDDHHMMSS``, the last two with an optional ``±ZZZZ`` already accepted
+once, are built directly; anything else (and every error) goes through ``hl7.timestamps``.
 """
 
 from __future__ import annotations
