@@ -150,16 +150,8 @@ def medians(rows: list[dict]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preload", type=int, default=1_000_000, help="appointments stored before the runs")
-    ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--connections", default="1,16")
-    ap.add_argument("--url", help="PostgreSQL admin URL (role with CREATEDB); default: a private "
-                                  "embedded server")
-    ap.add_argument("--keep", action="store_true",
-                    help="with --url: keep the preloaded database for the next run (and reuse it)")
-    ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the engine")
+    durable.add_run_args(ap, warmup=2.0)
     ap.add_argument("--explain", action="store_true", help="print the neighbourhood query's plan")
-    ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     ap.add_argument("--rounds", type=int, default=2,
                     help="per connection count, run off/on this many times each, interleaved "
                          "(off, on, on, off, ...); the medians are compared")
@@ -177,10 +169,7 @@ def main() -> None:
     rows: list[dict] = []
     plan = ""
     try:
-        if not (args.keep and asyncio.run(durable._sql(
-                admin, "SELECT 1 FROM pg_database WHERE datname = $1", name))):
-            asyncio.run(durable._sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            asyncio.run(durable._sql(admin, f'CREATE DATABASE "{name}"'))
+        durable.ensure_database(admin, name, reuse=args.keep)
         url = durable.with_database(admin, name)
         asyncio.run(migrate(url))
         seconds = asyncio.run(preload(url, args.preload)) if args.preload else 0.0

@@ -175,11 +175,10 @@ def measure(url: str, pg: psutil.Process | None, work: Path, name: str, connecti
     return result
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preload", type=int, default=1_000_000, help="appointments stored for the second set")
+def add_run_args(ap: argparse.ArgumentParser, *, warmup: float) -> None:
+    """The options every durable-path bench takes (run length, connections, server, engine env)."""
     ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--warmup", type=float, default=warmup)
     ap.add_argument("--connections", default="1,16")
     ap.add_argument("--url", help="PostgreSQL admin URL (role with CREATEDB); default: a private "
                                   "embedded server")
@@ -187,6 +186,20 @@ def main() -> None:
                     help="with --url: keep the preloaded database for the next run (and reuse it)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the engine")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
+
+
+def ensure_database(admin: str, name: str, *, reuse: bool) -> None:
+    """A new empty database ``name``; with ``reuse``, an existing one of that name is kept as it is."""
+    if reuse and asyncio.run(_sql(admin, "SELECT 1 FROM pg_database WHERE datname = $1", name)):
+        return
+    asyncio.run(_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(_sql(admin, f'CREATE DATABASE "{name}"'))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preload", type=int, default=1_000_000, help="appointments stored for the second set")
+    add_run_args(ap, warmup=3.0)
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     env_extra = dict(item.split("=", 1) for item in args.env)
@@ -205,10 +218,7 @@ def main() -> None:
         for label, count in sets:
             # With --keep, a preloaded database is kept (and found again by its name next time).
             name = f"durable_{label}_{count}" if args.keep else f"durable_{label}_{os.getpid()}"
-            if not (args.keep and count and asyncio.run(_sql(
-                    admin, "SELECT 1 FROM pg_database WHERE datname = $1", name))):
-                asyncio.run(_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                asyncio.run(_sql(admin, f'CREATE DATABASE "{name}"'))
+            ensure_database(admin, name, reuse=bool(args.keep and count))
             if not (args.keep and count):
                 databases.append(name)
             url = with_database(admin, name)
