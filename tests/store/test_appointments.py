@@ -154,3 +154,30 @@ async def test_lock_keys_serialise_transactions(store: Store) -> None:
                 await lock_keys(b, ["pat|H|2"])              # other keys do not wait
         async with b.transaction():                          # released at commit
             await lock_keys(b, ["pat|H|1", "res|location|CT1|2025-05-01"])
+
+
+async def test_booking_probe_is_keyed_by_resource_on_a_new_database(
+        conn: asyncpg.Connection) -> None:
+    """radsched_book's neighbour probe, planned generically on tables without statistics (a
+    new database), looks up each resource's own bookings: kind and code are index conditions
+    of every branch, not a filter over every resource busy in the same hours."""
+    source = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'radsched_book'")
+    start = source.index("SELECT array_agg(DISTINCT h.aid)")
+    query = source[start:source.index(") AS h;", start) + len(") AS h")].replace(" INTO v_ids", "")
+    for name, value in [("p_kinds", "$1"), ("p_codes", "$2"), ("p_start", "$3"), ("p_end", "$4"),
+                        ("p_patient", "$5"), ("p_from", "$6"), ("p_to", "$7")]:
+        query = query.replace(name, value)
+    assert await conn.fetchval("SELECT reltuples FROM pg_class WHERE relname = "
+                               "'appointment_resources'") < 0          # never analysed
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute("PREPARE probe(text[], text[], timestamptz, timestamptz, text, timestamptz, "
+                       "timestamptz) AS " + query)
+    lines = [r[0] for r in await conn.fetch(
+        "EXPLAIN EXECUTE probe('{location}', '{CT1}', now(), now() + interval '1 hour', 'H|1', "
+        "now(), now() + interval '1 hour')")]
+    await conn.execute("DEALLOCATE probe")
+    await conn.execute("RESET plan_cache_mode")
+    for index in ("slot", "day", "booked_long"):
+        at = next(i for i, line in enumerate(lines) if f"appointment_resources_{index} " in line)
+        cond = next(line for line in lines[at + 1:] if "Index Cond" in line)
+        assert "(kind = " in cond and "(code = " in cond, "\n".join(lines)
