@@ -235,8 +235,9 @@ class ConflictCheckStage:
                                       else [stored.entry(f, ids) for f in results])
         exchange.data["conflict_findings"] = results
         self._count(results)
-        summary = FindingSummary.of(results) if results else None
-        if summary is not None and summary.highest != "info":     # advice alone is not news
+        # Advice alone (info findings: most bookings) is not news: summarised only otherwise.
+        if any(f.severity != "info" for f in results):
+            summary = FindingSummary.of(results)
             log.info("conflicts_found", channel=self.channel, control_id=exchange.control_id,
                      **{s: n for s, n in summary.counts.items() if n})
         if self.options.policy == "block":
