@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import orjson
 import structlog
 
 from .. import metrics
@@ -20,16 +20,21 @@ from . import deferred, journal
 log = structlog.get_logger("radsched.store")
 
 
+# json/jsonb values cross this codec on every stored message (journal metadata, appointment
+# fields, resources, findings, the returned row): orjson, ~10x the standard library's speed.
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
 def _jsonb_encode(value: Any) -> bytes:
-    return b"\x01" + json.dumps(value).encode()
+    return b"\x01" + orjson.dumps(value, option=_JSON_OPTIONS)
 
 
 def _jsonb_decode(data: bytes) -> Any:
-    return json.loads(data[1:])
+    return orjson.loads(memoryview(data)[1:])
 
 
 def _json_encode(value: Any) -> bytes:
-    return json.dumps(value).encode()
+    return orjson.dumps(value, option=_JSON_OPTIONS)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -41,7 +46,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary",
                               encoder=_jsonb_encode, decoder=_jsonb_decode)
     await conn.set_type_codec("json", schema="pg_catalog", format="binary",
-                              encoder=_json_encode, decoder=json.loads)
+                              encoder=_json_encode, decoder=orjson.loads)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:

@@ -14,11 +14,11 @@ of bookings whose check ran in the same call as their write; the unit of work al
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
+import orjson
 
 OUTBOX = "deferred_outbox"        # exchange.data key: outbox rows (radsched_enqueue's shape)
 POST = "deferred_post"            # exchange.data key: (kind, item) pairs for radsched_finish
@@ -58,7 +58,7 @@ def take_post(exchanges: Iterable[Any]) -> dict[str, list[Any]] | None:
 def commit_sql(rows: list[dict[str, Any]], post: dict[str, list[Any]] | None = None) -> str:
     """``COMMIT``, preceded by the deferred writes when there are any: one round trip.
 
-    They travel as dollar-quoted JSON literals (ASCII JSON, nothing to escape); in the rare
+    They travel as dollar-quoted JSON literals (nothing to escape); in the rare
     case the JSON holds the quote tag, the caller gets ``""`` and must ``flush`` first and
     commit separately. If the writes fail the COMMIT in the same query string is not run: the
     transaction is left failed, for the caller to roll back.
@@ -67,7 +67,8 @@ def commit_sql(rows: list[dict[str, Any]], post: dict[str, list[Any]] | None = N
         return "COMMIT"
     parts = []
     for value in (post, rows or None):
-        text = "NULL" if value is None else json.dumps(value)
+        text = "NULL" if value is None else orjson.dumps(
+            value, option=orjson.OPT_NON_STR_KEYS).decode()
         if _TAG in text:
             return ""
         parts.append("NULL" if value is None else f"{_TAG}{text}{_TAG}::jsonb")
