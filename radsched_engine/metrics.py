@@ -180,7 +180,7 @@ JOURNAL_ROWS = Counter(
     "radsched_journal_rows", "Journal rows committed, by outcome.", ["outcome"])
 
 # Conflict check ------------------------------------------------------------------------------
-CONFLICTS = Counter(
+CONFLICTS = FastCounter(
     "radsched_conflicts", "Conflict findings, by rule id, severity and source (rules, ai).",
     ["rule", "severity", "source"])
 AI_ANALYSES = Counter(

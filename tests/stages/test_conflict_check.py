@@ -35,7 +35,7 @@ def channel(store: Store) -> Channel:
 
 
 def counted(rule: str, severity: str) -> float:
-    return metrics.CONFLICTS.labels(rule, severity, "rules")._value.get()
+    return metrics.CONFLICTS.labels(rule, severity, "rules").value
 
 
 async def test_double_booked_room_is_flagged_on_both_and_counted(channel: Channel, db_url: str) -> None:
