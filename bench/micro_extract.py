@@ -11,8 +11,9 @@ a batch runs (as in ``timeit``): a batch keeps its parsed messages alive, and fu
 over them would be charged to whatever code allocated at that moment. Extraction runs on freshly
 parsed messages (the lazy view caches split fields, so a parsed message is used once); parsing is
 not counted.
-``mapping`` is ``appointment_patch`` + ``resource_rows``; ``json`` is ``json.dumps`` of both, as the
-asyncpg codec does for the persist call's jsonb arguments.
+``mapping`` is ``appointment_patch`` + ``resource_rows``; ``json`` is the store's jsonb encoder
+(``store.db._jsonb_encode``, what the asyncpg codec runs for the persist call's jsonb arguments)
+applied to both.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import json
 import pstats
 import time
 from collections.abc import Callable
@@ -32,6 +32,7 @@ from radsched_engine.domain.extract import appointment_from, order_event_from
 from radsched_engine.domain.model import AppointmentEvent
 from radsched_engine.errors import Reject
 from radsched_engine.hl7.message import Message
+from radsched_engine.store.db import _jsonb_encode
 from radsched_engine.store.mapping import appointment_patch, resource_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +164,7 @@ def main() -> None:
                                              resource_rows(ev.resources)),
                               args.number, args.repeat) / 1000
             patch, rows = appointment_patch(ev, default_duration=DEFAULT), resource_rows(ev.resources)
-            dumps = best_ns(lambda p=patch, r=rows: (json.dumps(p), json.dumps(r)), args.number,
+            dumps = best_ns(lambda p=patch, r=rows: (_jsonb_encode(p), _jsonb_encode(r)), args.number,
                             args.repeat) / 1000
         totals[0] += ext
         totals[1] += mapping
