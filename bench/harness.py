@@ -13,6 +13,9 @@ import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -147,3 +150,30 @@ def start_postgres(data_dir: Path, *, database: str = "postgres", core: int | No
     finally:
         os.sched_setaffinity(0, mask)
     return server, url
+
+
+def pg_per_process(postmaster: Any) -> dict[int, float]:
+    """CPU seconds of each live PostgreSQL process (0: the postmaster and the children it reaped)."""
+    t = postmaster.cpu_times()
+    found = {0: t.user + t.system + t.children_user + t.children_system}
+    for child in postmaster.children():
+        try:
+            c = child.cpu_times()
+        except psutil.Error:
+            continue
+        found[child.pid] = c.user + c.system
+    return found
+
+
+def pg_split(before: dict[int, float], after: dict[int, float],
+             who: dict[int, str]) -> dict[str, float]:
+    """PostgreSQL CPU seconds spent between two ``pg_per_process`` readings, by who ran it
+    (``who``: pid → application name or process type, from ``pg_stat_activity``)."""
+    split: dict[str, float] = {}
+    for pid, cpu in after.items():
+        name = "exited/postmaster" if pid == 0 else who.get(pid, "other")
+        split[name] = split.get(name, 0.0) + cpu - before.get(pid, 0.0)
+    return split
+
+
+WHO_SQL = "SELECT pid, coalesce(nullif(application_name, ''), backend_type) AS who FROM pg_stat_activity"

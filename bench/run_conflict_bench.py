@@ -190,6 +190,8 @@ def main() -> None:
                       f"p50={r['p50_ms']} ms p99={r['p99_ms']} ms engine={r['engine_us']} µs/msg "
                       f"pg={r['pg_us']} µs/msg tx/msg={r['tx_per_msg']} codes={r['ack_codes']}",
                       flush=True)
+                print("  PostgreSQL µs/msg by client: " + ", ".join(
+                    f"{k} {v}" for k, v in r["pg_split"].items()), flush=True)
     finally:
         if not args.keep:
             try:

@@ -153,9 +153,12 @@ def measure(url: str, pg: psutil.Process | None, work: Path, name: str, connecti
         window = max(1.0, duration - 1.0)
         before = (answered(mport), eng.cpu_times(), tree_cpu(pg), lg.cpu_times(),
                   asyncio.run(commits(url)), time.perf_counter())
+        pg0 = harness.pg_per_process(pg) if pg is not None else {}
         time.sleep(window)
         after = (answered(mport), eng.cpu_times(), tree_cpu(pg), lg.cpu_times(),
                  asyncio.run(commits(url)), time.perf_counter())
+        pg1 = harness.pg_per_process(pg) if pg is not None else {}
+        who = {r["pid"]: r["who"] for r in asyncio.run(_sql(url, harness.WHO_SQL))}
         out, err = gen.communicate(timeout=duration + warmup + 120)
         if gen.returncode != 0:
             raise RuntimeError(f"load generator failed: {err[-2000:]}")
@@ -171,7 +174,9 @@ def measure(url: str, pg: psutil.Process | None, work: Path, name: str, connecti
         engine_busy=f"{100 * (cpu(after[1]) - cpu(before[1])) / elapsed:.0f} %",
         pg_us=f"{(after[2] - before[2]) / n * 1e6:.0f}" if pg is not None else "n/a",
         loadgen_us=f"{(cpu(after[3]) - cpu(before[3])) / n * 1e6:.0f}",
-        tx_per_msg=f"{(after[4] - before[4]) / n:.2f}")
+        tx_per_msg=f"{(after[4] - before[4]) / n:.2f}",
+        pg_split={k: round(1e6 * v / n) for k, v in sorted(harness.pg_split(pg0, pg1, who).items())
+                  if round(1e6 * v / n)})
     return result
 
 

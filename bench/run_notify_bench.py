@@ -64,29 +64,6 @@ def _cpu(proc: psutil.Process, *, children: bool) -> float:
     return total
 
 
-def _per_process(postmaster: psutil.Process) -> dict[int, float]:
-    """CPU seconds of each live PostgreSQL process (0: the postmaster and the children it reaped)."""
-    t = postmaster.cpu_times()
-    found = {0: t.user + t.system + t.children_user + t.children_system}
-    for child in postmaster.children():
-        try:
-            c = child.cpu_times()
-        except psutil.Error:
-            continue
-        found[child.pid] = c.user + c.system
-    return found
-
-
-def _postgres_split(before: dict[int, float], after: dict[int, float],
-                    who: dict[int, str]) -> dict[str, float]:
-    """PostgreSQL CPU seconds spent during the load, by who ran it (application or process type)."""
-    split: dict[str, float] = {}
-    for pid, cpu in after.items():
-        name = "exited/postmaster" if pid == 0 else who.get(pid, "other")
-        split[name] = split.get(name, 0.0) + cpu - before.get(pid, 0.0)
-    return split
-
-
 def _postmaster(data_dir: Path) -> psutil.Process:
     return psutil.Process(int((data_dir / "postmaster.pid").read_text().split()[0]))
 
@@ -154,13 +131,11 @@ def main() -> None:
                                     log=work / f"{name}.log") as proc:
                     engine, postmaster = psutil.Process(proc.pid), _postmaster(work / "pg-data" / "pg")
                     cpu0 = _cpu(engine, children=True), _cpu(postmaster, children=True)
-                    pg0 = _per_process(postmaster)
+                    pg0 = harness.pg_per_process(postmaster)
                     r = harness.loadgen(port, n, args.duration, warmup=args.warmup, run_id=name)
                     cpu1 = _cpu(engine, children=True), _cpu(postmaster, children=True)
-                    pg1 = _per_process(postmaster)
-                    who = {a["pid"]: a["who"] for a in asyncio.run(_sql(url, (
-                        "SELECT pid, coalesce(nullif(application_name, ''), backend_type) AS who "
-                        "FROM pg_stat_activity")))}
+                    pg1 = harness.pg_per_process(postmaster)
+                    who = {a["pid"]: a["who"] for a in asyncio.run(_sql(url, harness.WHO_SQL))}
                     counts = asyncio.run(_sql(url, "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
                     journal = asyncio.run(_sql(url, "SELECT count(*) AS n FROM hl7_messages"))[0]["n"]
                 texts = ", ".join(f"{c['status']} {c['n']}" for c in counts) or "-"
@@ -168,7 +143,7 @@ def main() -> None:
                 r["engine_us"] = round(1e6 * (cpu1[0] - cpu0[0]) / max(1, journal))
                 r["pg_us"] = round(1e6 * (cpu1[1] - cpu0[1]) / max(1, journal))
                 rows.append({"notify": mode, **r, "texts": texts})
-                split = _postgres_split(pg0, pg1, who)
+                split = harness.pg_split(pg0, pg1, who)
                 print("  postgres us/msg by client: " + ", ".join(
                     f"{k} {1e6 * v / max(1, journal):.0f}" for k, v in sorted(split.items())), flush=True)
                 print(f"notify {mode:3} conns={n:3} {r['msgs_per_s']:>9} msg/s p50={r['p50_ms']} ms "
