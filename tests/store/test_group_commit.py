@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -285,6 +286,22 @@ async def test_outbox_rows_ride_on_the_commit_even_when_they_hold_the_quote_tag(
                     {"dedupe_key": "k-plain", "body": "it's"}]
     assert deferred.commit_sql([{"x": "it's"}]).endswith("; COMMIT")
     assert deferred.commit_sql([]) == "COMMIT"
+
+
+async def test_non_ascii_text_rides_on_the_commit_unchanged(store: Store, db_url: str) -> None:
+    """The deferred rows travel as UTF-8 JSON inside the COMMIT's query text (orjson writes no
+    \\u escapes): accented, CJK and astral characters, quotes and backslashes come back as sent."""
+    await _probe_table(db_url)
+    uow = GroupUnitOfWork(store, "scheduling")
+    text = "Jos\u00e9 M\u00fcller \u5c71\u7530 \U0001f4c5 'x' \\ \"y\""
+
+    async def body(ex: Exchange) -> None:
+        defer(ex, "sms", "k-utf8", {"body": text, "n": {1: "int key"}})
+
+    await uow.run(exchange(siu("S12", "T1")), body)
+    assert "Jos\u00e9 M\u00fcller \u5c71\u7530" in deferred.commit_sql([{"body": text}])  # as UTF-8
+    rows = await fetch(db_url, "SELECT payload FROM outbox WHERE dedupe_key = 'k-utf8'")
+    assert json.loads(rows[0]["payload"]) == {"body": text, "n": {"1": "int key"}}
 
 
 async def test_deleting_an_appointment_still_takes_its_resources_and_unlinks_its_texts(

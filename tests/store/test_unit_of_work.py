@@ -147,3 +147,17 @@ async def test_concurrent_units_of_work(store: Store, db_url: str) -> None:
     await asyncio.gather(*(one(i) for i in range(20)))
     assert len(await journal_rows(db_url)) == 20
     assert await store.healthy()
+
+
+async def test_json_values_cross_the_store_codec_unchanged(store: Store) -> None:
+    """Pooled connections encode and decode json/jsonb (binary format, so also inside a row
+    value returned by a function): text beyond ASCII, numbers, nulls, nesting; non-string keys
+    become strings, as JSON has them."""
+    value = {"name": "Jos\u00e9 \u5c71\u7530 \U0001f4c5 \"q\" \\", "n": 1.5, "big": 2 ** 53,
+             "list": [1, None, True, {"x": []}], 7: "int key"}
+    expected = {**{k: v for k, v in value.items() if k != 7}, "7": "int key"}
+    async with store.connection() as conn:
+        assert await conn.fetchval("SELECT $1::jsonb", value) == expected
+        assert await conn.fetchval("SELECT $1::json", value) == expected
+        row = await conn.fetchval("SELECT ROW(1, $1::jsonb)", value)
+        assert row[1] == expected
