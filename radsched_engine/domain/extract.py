@@ -11,7 +11,7 @@ from ..hl7.message import Message
 from .model import AppointmentEvent, OrderEvent, Resource
 from .orders import orders_of
 from .patient import patient_from
-from .read import Reader, name
+from .read import Reader, name, pad
 from .values import Notes, ident, priority, text
 
 # Per kind: segment id, start field, offset field, duration field (units = duration + 1).
@@ -52,20 +52,14 @@ def order_event_from(message: Message, tz: tzinfo) -> OrderEvent:
 
 
 # -- SIU ----------------------------------------------------------------------------------------
-_EMPTY = [""] * 40
 # Where a resource was read: segment id, its fields, start field, sequence among its segment id.
 _Origin = tuple[str, list[str], int, int]
-
-
-def _pad(items: list[str], n: int) -> list[str]:
-    """``items`` with at least ``n`` entries (absent ones ""): index without bounds checks."""
-    return items if len(items) >= n else items + _EMPTY[:n - len(items)]
 
 
 def _first(message: Message, seg_id: str, n: int) -> list[str] | None:
     """The raw fields of the first ``seg_id`` segment, padded to ``n``; None when there is none."""
     rows = message.split_fields(seg_id)
-    return _pad(rows[0], n) if rows else None
+    return pad(rows[0], n) if rows else None
 
 
 def _appointment(message: Message, tz: tzinfo, notes: Notes) -> AppointmentEvent:
@@ -81,7 +75,7 @@ def _appointment(message: Message, tz: tzinfo, notes: Notes) -> AppointmentEvent
                           "valued", Location("SCH", 1, 2, 1, 1),
                      user_text="The appointment has no placer or filler id.")
     tq1 = _first(message, "TQ1", 10)
-    sch11 = _pad(r.comps(s[11]), 6)
+    sch11 = pad(r.comps(s[11]), 6)
     start = None
     if tq1 is not None:
         start = r.ts(leaf(tq1[7]), "TQ1", 7, 1, "appointment start", fatal=True)
@@ -108,7 +102,7 @@ def _appointment(message: Message, tz: tzinfo, notes: Notes) -> AppointmentEvent
         priority=priority(leaf(tq1[9]) if tq1 is not None else "", sch11[5]),
         reason=r.coded_text(s[7]) or r.coded_text(s[6]),
         notes=_notes_after(message, r) if message.has("NTE") else "",
-        referring_physician=(name(r.comps(_pad(pv1[0], 9)[8])) if pv1 and len(pv1[0]) > 1 else "")
+        referring_physician=(name(r.comps(pad(pv1[0], 9)[8])) if pv1 and len(pv1[0]) > 1 else "")
         or name(r.comps(s[12])),
         placer_order_numbers=_ids(r, s[26]) if s[26] else (),
         filler_order_numbers=_ids(r, s[27]) if s[27] else (),
@@ -177,8 +171,8 @@ def _resources(message: Message, r: Reader) -> list[tuple[Resource, _Origin]]:
             continue
         start_label, dur_label, _ = _LABELS[seg_id]
         for seq, fields in enumerate(rows, 1):
-            f = _pad(fields, dur_f + 2)
-            rid, label, system = _resource_text(kind, _pad(comps(f[3]), 9))
+            f = pad(fields, dur_f + 2)
+            rid, label, system = _resource_text(kind, pad(comps(f[3]), 9))
             if not rid and not label:
                 continue
             role = "" if kind == "service" else (leaf(f[4]).strip() or leaf(f[4], 2).strip())
@@ -241,7 +235,7 @@ def _duration(s: list[str], sch11: list[str], tq1: list[str] | None, start: date
         end = r.ts(leaf(tq1[8]), "TQ1", 8, 1, "appointment end", fatal=True)
         span = _span(end, start, notes, "appointment end", Location("TQ1", 1, 8)) if end else None
         if span is None:
-            tq6 = _pad(r.comps(tq1[6]), 2)
+            tq6 = pad(r.comps(tq1[6]), 2)
             span = r.duration(tq6[0], tq6[1], "TQ1", 6, 1, "appointment duration", fatal=True)
         if span is not None:
             return span

@@ -8,14 +8,8 @@ from ..errors import Reject
 from ..hl7.message import Message
 from .model import Order, OrderEvent
 from .patient import patient_from
-from .read import Reader, name
+from .read import Reader, name, pad
 from .values import Notes, ident, priority, text
-
-_EMPTY = [""] * 40
-
-
-def _pad(items: list[str], n: int) -> list[str]:
-    return items if len(items) >= n else items + _EMPTY[:n - len(items)]
 
 
 def orders_of(message: Message, tz: tzinfo, notes: Notes) -> OrderEvent:
@@ -48,13 +42,13 @@ def orders_of(message: Message, tz: tzinfo, notes: Notes) -> OrderEvent:
 def _order(orc_fields: list[str], seq: int, obr_fields: list[str] | None,
            tq1_fields: list[str] | None, ipc_fields: list[str] | None, r: Reader) -> Order:
     leaf, comps = r.leaf, r.comps
-    orc = _pad(orc_fields, 13)
-    obr = _pad(obr_fields or [], 37)
-    ipc = _pad(ipc_fields or [], 6)
-    tq1 = _pad(tq1_fields, 10) if tq1_fields is not None else None
-    orc7 = _pad(comps(orc[7]), 6)
-    obr27 = _pad(comps(obr[27]), 6)
-    obr4 = _pad(comps(obr[4]), 3)
+    orc = pad(orc_fields, 13)
+    obr = pad(obr_fields or [], 37)
+    ipc = pad(ipc_fields or [], 6)
+    tq1 = pad(tq1_fields, 10) if tq1_fields is not None else None
+    orc7 = pad(comps(orc[7]), 6)
+    obr27 = pad(comps(obr[27]), 6)
+    obr4 = pad(comps(obr[4]), 3)
 
     def first_time(*sources: tuple[str, str, int, int, str]) -> datetime | None:
         for seg_id, value, field, comp, label in sources:

@@ -6,7 +6,7 @@ from ..errors import Location
 from ..hl7.message import Message
 from ..hl7.timestamps import TimestampError
 from .model import Patient, Phone
-from .read import Reader, birth_date
+from .read import Reader, birth_date, pad
 from .values import Notes, ident, nth, text
 
 
@@ -69,9 +69,7 @@ def patient_from(message: Message, notes: Notes, prefer_types: tuple[str, ...] =
     if not rows:
         return None
     r = reader or Reader(message, notes=notes)
-    pid = rows[0]
-    if len(pid) < 15:
-        pid = pid + [""] * (15 - len(pid))
+    pid = pad(rows[0], 15)
     mrn, authority = _identifier(r, pid, prefer_types)
     birth = None
     try:

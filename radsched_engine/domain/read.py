@@ -24,6 +24,12 @@ _ZONES: dict[str, tzinfo] = {}      # "+0500" → its fixed offset, once parse_t
 _UNITS: dict[str, float | int | None] = {}   # duration unit text as sent → seconds (or unknown)
 _MAX_SECONDS = 366 * 86400
 _MISSING = object()
+_EMPTY = [""] * 40
+
+
+def pad(items: list[str], n: int) -> list[str]:
+    """``items`` with at least ``n`` entries (absent ones ""): index without bounds checks."""
+    return items if len(items) >= n else items + _EMPTY[:n - len(items)]
 
 
 def unit(units: str) -> float | int | None:
@@ -83,13 +89,17 @@ def birth_date(text: str) -> date | None:
 
 
 def name(comps: list[str]) -> str:
-    """``values.person_name`` of an XCN's components: ``prefix given family``, else its id."""
+    """A person's name from an XCN's components: ``prefix given family``, else its id."""
     n = len(comps)
     if n < 2:
         return (ident(comps[0]) or "") if comps else ""
     parts = [comps[c - 1].strip() if c <= n else "" for c in (6, 3, 2)]
     found = " ".join(p for p in parts if p and p != '""')
     return found or ident(comps[0]) or ""
+
+
+def _location(seg_id: str, sequence: int, field: int, component: int) -> Location:
+    return Location(seg_id, sequence, field, 1, component if component > 1 else None)
 
 
 class Reader:
@@ -135,7 +145,7 @@ class Reader:
         return value
 
     def comps(self, value: str) -> list[str]:
-        """Leaf text of every component of the first repetition (``values.components``)."""
+        """Leaf text of every component of the first repetition."""
         if not value:
             return []
         if value.isalnum():
@@ -157,7 +167,7 @@ class Reader:
         return comps
 
     def coded_text(self, value: str) -> str:
-        """``values.coded_text`` of a raw CE/CWE field value: its text component, else its code."""
+        """A raw CE/CWE field value's text component, else its code."""
         if not value:
             return ""
         comps = self.comps(value)
@@ -172,7 +182,8 @@ class Reader:
     # -- times -------------------------------------------------------------------------------------
     def ts(self, value: str, seg_id: str, field: int, component: int, label: str, *,
            fatal: bool = False, sequence: int = 1) -> datetime | None:
-        """``values.timestamp`` of an unescaped leaf value: AE 102 when ``fatal``, else a warning."""
+        """An unescaped leaf value as a date/time (``parse_ts``; the common forms built directly):
+        an invalid one is AE 102 when ``fatal``, else a warning and None."""
         if not value:
             return None
         found = self.times.get(value, _MISSING)
@@ -183,7 +194,7 @@ class Reader:
             try:
                 result = _slow_ts(value, self.tz)
             except TimestampError:
-                loc = Location(seg_id, sequence, field, 1, component if component > 1 else None)
+                loc = _location(seg_id, sequence, field, component)
                 if fatal:
                     raise Reject(102, f"{label} ({loc}) is not a valid HL7 date/time", loc,
                                  user_text=f"The {label} is not a valid date/time.") from None
@@ -194,7 +205,9 @@ class Reader:
 
     def duration(self, value: str, units: str, seg_id: str, field: int, component: int, label: str,
                  *, fatal: bool = False, sequence: int = 1) -> timedelta | None:
-        """``values.duration`` of an unescaped leaf value and its unit text."""
+        """An unescaped leaf value and its unit text as a duration (``parse_duration``; whole
+        numbers of a known unit built directly): an invalid one is AE 102 when ``fatal``, else a
+        warning and None."""
         found = self.spans.get((value, units))
         if found is not None:                           # (read before in this message, and valid)
             return found
@@ -202,12 +215,10 @@ class Reader:
         if not text:
             return None
         if units:
-            per = _UNITS.get(units, _MISSING)
-            if per is _MISSING:
-                per = unit(units)
+            per = unit(units)
             if per is None and units.strip():
                 self.notes.add(102, f"{label} has an unknown duration unit; ignored",
-                               Location(seg_id, sequence, field, 1, component if component > 1 else None))
+                               _location(seg_id, sequence, field, component))
                 return None
         else:
             per = 60                                    # parse_duration's default unit: minutes
@@ -219,7 +230,7 @@ class Reader:
         try:
             return parse_duration(value, units)
         except TimestampError:
-            loc = Location(seg_id, sequence, field, 1, component if component > 1 else None)
+            loc = _location(seg_id, sequence, field, component)
             if fatal:
                 raise Reject(102, f"{label} ({loc}) is not a valid duration", loc) from None
             self.notes.add(102, f"{label} is not a valid duration; ignored", loc)

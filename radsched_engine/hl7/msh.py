@@ -130,13 +130,11 @@ class MshHeader:
 
     @property
     def accept_ack_type(self) -> str:
-        fields = self.fields
-        return fields[15].strip() if len(fields) > 15 else ""
+        return self.get(15).strip()
 
     @property
     def application_ack_type(self) -> str:
-        fields = self.fields
-        return fields[16].strip() if len(fields) > 16 else ""
+        return self.get(16).strip()
 
     @property
     def charset(self) -> str:

@@ -179,18 +179,15 @@ class _Plan:
         return cls(tuple(dict.fromkeys(segments)), checks)
 
     def passes(self, message: Message) -> bool:
-        index = message._index
         for seg in self.segments:
-            if seg not in index:
+            if not message.has(seg):
                 return False
         d = message.delimiters
         rep, comp, sub = d.repetition, d.component, d.subcomponent
         blanks = " " + comp + rep + sub
         seen: set[str] = set()
         for seg, items, n_groups, last in self.checks:
-            if seg not in index:
-                continue
-            for fields in message.split_fields(seg, last + 1):
+            for fields in message.split_fields(seg, last + 1):      # ([] when absent)
                 satisfied = 0
                 count = len(fields)
                 for n, c, kind, gid in items:
@@ -219,8 +216,7 @@ class _Plan:
                                 _GOOD_TIMES.add(value)
                             seen.add(value)
                         continue
-                    stripped = value.strip(blanks) if value else ""
-                    if stripped and stripped != '""':
+                    if _has_data(value, blanks):
                         if kind == 1:
                             satisfied |= 1 << gid
                     elif kind == 0:

@@ -158,13 +158,11 @@ def resource_rows(resources: tuple[Resource, ...]) -> list[dict[str, Any]]:
     rows = []
     times: dict[tuple[Any, ...], tuple[str, str | None]] = {}   # resources mostly share their times
     for res in resources:
-        code = res.code
-        if not code or code == NULL:
+        code = _clean(res.code)
+        if not code:
             continue
-        text, system, role = res.text, res.coding_system, res.role
-        row: dict[str, Any] = {"kind": res.kind, "code": code, "text": "" if text == NULL else text,
-                               "coding_system": "" if system == NULL else system,
-                               "role": "" if role == NULL else role,
+        row: dict[str, Any] = {"kind": res.kind, "code": code, "text": _clean(res.text),
+                               "coding_system": _clean(res.coding_system), "role": _clean(res.role),
                                "action": res.action.upper()[:1]}
         start = res.start
         if start is not None:
