@@ -175,8 +175,9 @@ def main() -> None:
         f"{f' --rounds {args.rounds}' if args.rounds != 2 else ''}`"
         " — parse, validate, persist (+ notify) against a "
         "private embedded PostgreSQL (fsync on, fresh database per run; runs interleaved off, on, on, "
-        "off; CPU per message: engine process and all PostgreSQL processes over the whole load, "
-        "warm-up included, per journaled message); message "
+        "off; CPU per message: engine process (with its outbox worker process) and all "
+        "PostgreSQL processes over the whole load, warm-up included, per journaled message); "
+        "message "
         "`bench/messages/siu_s12.hl7` (a new booking each, one text each with notify on); "
         + ("texts recorded as dry runs (no credentials)." if args.dry_run else
            "the outbox worker sends the texts meanwhile through the twilio SDK to the local fake "

@@ -77,6 +77,9 @@ class Engine:
             await self._open_store()
         await self._start_services()
         self._add_retention()
+        for service in self.background:
+            if getattr(service, "early", False):   # (the outbox worker process: see there)
+                await service.start()
         for cfg in self.channels:
             self.servers.append(self._build_server(cfg))
         host, port = _split_listen(self.config.metrics_listen)
@@ -89,7 +92,8 @@ class Engine:
         for server in self.servers:
             await server.start()
         for service in self.background:
-            await service.start()
+            if not getattr(service, "early", False):
+                await service.start()
         loop = asyncio.get_running_loop()
         self._flusher = loop.create_task(self._flush_logs())
         try:

@@ -144,6 +144,17 @@ def flush() -> None:
         logger.flush()
 
 
+def relay(text: str) -> None:
+    """Write lines rendered elsewhere (the outbox worker process's) in order with this process's."""
+    for logger in _LOGGERS:
+        logger.write(text)
+
+
+def settings() -> tuple[str, str]:
+    """(format, level) as last configured (``json`` / ``console``; a level name)."""
+    return _STATE.format, _STATE.level
+
+
 atexit.register(flush)     # lines still gathered when the process ends (sys.exit, an error)
 
 
@@ -214,6 +225,8 @@ class MessageLog:
 class _State:
     fast = False
     info_enabled = True
+    format = "json"
+    level = "info"
     logger: BufferedLogger
 
 
@@ -241,6 +254,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     renderer: Any
     factory = _Factory(stream)
     _STATE.fast = fmt == "json"
+    _STATE.format, _STATE.level = fmt, level
     _STATE.info_enabled = getattr(logging, level.upper()) <= logging.INFO
     _STATE.logger = factory.logger
     if fmt == "console":

@@ -213,5 +213,79 @@ RELOADS = Counter("radsched_config_reloads", "SIGHUP reloads of the channel file
 ENGINE_READY = Gauge("radsched_ready", "1 when every channel listens and the store is up.")
 
 
-def registry():  # pragma: no cover - trivial accessor used by the HTTP endpoint
-    return REGISTRY
+# Metrics of the outbox worker process (``outbox_process``): it sends a snapshot of its own
+# registry now and then; ``/metrics`` shows this process's series plus those, summed per series.
+# Only one process ever sets a given gauge, so a sum is right for every metric here.
+Snapshot = list[tuple[str, str, str, list[tuple[str, dict[str, str], float]]]]
+_SKIP = ("process_", "python_")         # about a process, not the engine: this one's stand
+_remote: dict[str, Snapshot] = {}
+_retired: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+
+
+def snapshot() -> Snapshot:
+    """This process's series: (family, type, help, [(sample, labels, value)]) per family."""
+    return [(m.name, m.type, m.documentation,
+             [(s.name, dict(s.labels), float(s.value)) for s in m.samples])
+            for m in REGISTRY.collect() if not m.name.startswith(_SKIP)]
+
+
+def set_remote(source: str, snap: Snapshot) -> None:
+    """The latest snapshot from ``source`` (replaces the previous one)."""
+    _remote[source] = snap
+
+
+def retire_remote(source: str) -> None:
+    """``source`` ended: keep its counters' and histograms' totals (they must never go back when
+    a new process takes over), drop its gauges."""
+    for name, kind, _doc, samples in _remote.pop(source, []):
+        if kind in ("counter", "histogram"):
+            for sample, labels, value in samples:
+                key = (name, sample, tuple(sorted(labels.items())))
+                _retired[key] = _retired.get(key, 0.0) + value
+
+
+class _Merged:
+    """A registry view for ``generate_latest``: this process's families plus the remote series."""
+
+    def collect(self) -> Iterator[Metric]:
+        extra: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        meta: dict[str, tuple[str, str]] = {}
+        for (name, sample, labels), value in _retired.items():
+            series = extra.setdefault(name, {})
+            series[(sample, labels)] = series.get((sample, labels), 0.0) + value
+        for snap in list(_remote.values()):
+            for name, kind, doc, samples in snap:
+                meta.setdefault(name, (kind, doc))
+                series = extra.setdefault(name, {})
+                for sample, labels, value in samples:
+                    key = (sample, tuple(sorted(labels.items())))
+                    series[key] = series.get(key, 0.0) + value
+        for family in REGISTRY.collect():
+            series = extra.pop(family.name, None)
+            if series:
+                family = _with(family, series)
+            yield family
+        for name, series in extra.items():
+            kind, doc = meta.get(name, ("untyped", ""))
+            yield _with(Metric(name, doc, kind), series)
+
+
+def _with(family: Metric, series: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> Metric:
+    merged = Metric(family.name, family.documentation, family.type, family.unit)
+    seen = set()
+    for s in family.samples:
+        key = (s.name, tuple(sorted(s.labels.items())))
+        seen.add(key)
+        merged.add_sample(s.name, s.labels, s.value + series.get(key, 0.0), s.timestamp, s.exemplar)
+    for (sample, labels), value in series.items():
+        if (sample, labels) not in seen:
+            merged.add_sample(sample, dict(labels), value)
+    return merged
+
+
+MERGED = _Merged()
+
+
+def registry() -> _Merged:
+    """What ``/metrics`` shows: this process's metrics and the outbox worker process's."""
+    return MERGED

@@ -175,6 +175,19 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def review_settings(env: Mapping[str, str]) -> tuple[ClaudeSettings, int, int]:
+    """(Claude settings, analyses in flight, outbox attempts) from the environment; ValueError
+    for a bad number (see ``ai_review``)."""
+    overrides: dict[str, Any] = {"model": env.get("RADSCHED_AI_MODEL", "").strip() or None}
+    if env.get("RADSCHED_AI_TIMEOUT", "").strip():
+        overrides["timeout"] = _number(env, "RADSCHED_AI_TIMEOUT", 20.0)
+    if env.get("RADSCHED_AI_MAX_RETRIES", "").strip():
+        overrides["max_retries"] = int(_number(env, "RADSCHED_AI_MAX_RETRIES", 2))
+    return (ClaudeSettings.from_env(env, **overrides),
+            max(1, int(_number(env, "RADSCHED_AI_CONCURRENCY", 2))),
+            max(1, int(_number(env, "RADSCHED_AI_MAX_ATTEMPTS", 3))))
+
+
 def ai_review(env: Mapping[str, str], store: Any) -> tuple[ClaudeAnalyzer | None, AiReviewHandler | None]:
     """The Claude analyzer (the stages' ``services["claude"]``) and its outbox handler, or
     (None, None) without ``ANTHROPIC_API_KEY`` (counted once as ``disabled``; rules only).
@@ -185,19 +198,12 @@ def ai_review(env: Mapping[str, str], store: Any) -> tuple[ClaudeAnalyzer | None
     (analyses in flight, 2), ``RADSCHED_AI_MAX_ATTEMPTS`` (outbox attempts before a row is
     dead, 3).
     """
-    overrides: dict[str, Any] = {"model": env.get("RADSCHED_AI_MODEL", "").strip() or None}
-    if env.get("RADSCHED_AI_TIMEOUT", "").strip():
-        overrides["timeout"] = _number(env, "RADSCHED_AI_TIMEOUT", 20.0)
-    if env.get("RADSCHED_AI_MAX_RETRIES", "").strip():
-        overrides["max_retries"] = int(_number(env, "RADSCHED_AI_MAX_RETRIES", 2))
-    settings = ClaudeSettings.from_env(env, **overrides)
+    settings, concurrency, max_attempts = review_settings(env)
     if not settings.enabled:
         metrics.AI_ANALYSES.labels("disabled").inc()
         log.info("ai_review_disabled", reason="no ANTHROPIC_API_KEY; rule findings only")
         return None, None
     analyzer = ClaudeAnalyzer(settings)
-    handler = AiReviewHandler(
-        analyzer, store, concurrency=max(1, int(_number(env, "RADSCHED_AI_CONCURRENCY", 2))),
-        max_attempts=max(1, int(_number(env, "RADSCHED_AI_MAX_ATTEMPTS", 3))))
+    handler = AiReviewHandler(analyzer, store, concurrency=concurrency, max_attempts=max_attempts)
     log.info("ai_review_enabled", model=settings.model, concurrency=handler.concurrency)
     return analyzer, handler

@@ -37,9 +37,11 @@ WHERE {_RANK_SQL.format(col="excluded.status")} >= {_RANK_SQL.format(col="s.stat
 
 
 class StatusCallback:
-    """A background part with ``register_routes(http)``; ``start``/``stop`` have nothing to do."""
+    """A background part with ``register_routes(http)``; ``stop`` closes the sender when it is
+    the callback's own (``owns_sender``: the sending happens in another process)."""
 
-    def __init__(self, sender: SmsSender, store: Any, public_url: str, *, opt_out: Any = None) -> None:
+    def __init__(self, sender: SmsSender, store: Any, public_url: str, *, opt_out: Any = None,
+                 owns_sender: bool = False) -> None:
         parts = urlsplit(public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("RADSCHED_SMS_STATUS_CALLBACK_URL must be an absolute http(s) URL")
@@ -49,6 +51,7 @@ class StatusCallback:
         self.path = parts.path or "/"
         self._origin = (parts.scheme, parts.netloc)
         self._opt_out = opt_out          # async callable(number), e.g. SmsHandler.opt_out
+        self.owns_sender = owns_sender
 
     def register_routes(self, http: Any) -> None:
         http.add_post(self.path, self.handle)
@@ -57,7 +60,8 @@ class StatusCallback:
         log.info("sms_status_callback_ready", path=self.path)
 
     async def stop(self) -> None:
-        return None
+        if self.owns_sender:
+            await self.sender.close()
 
     def signed_url(self, request: web.Request) -> str:
         """The URL Twilio signed: our public origin with the path and query received."""

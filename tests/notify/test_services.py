@@ -14,6 +14,8 @@ from radsched_engine.services import OwnPool, build_services
 from radsched_engine.store import Store
 from tests.fakes.fake_twilio import FakeTwilio
 
+IN_PROCESS = {"RADSCHED_OUTBOX_PROCESS": "0"}      # the worker on this loop, to look inside it
+
 
 def config(url: str | None, data_dir: Path) -> SimpleNamespace:
     return SimpleNamespace(database=SimpleNamespace(url=url, connect_timeout=5.0, command_timeout=10.0),
@@ -25,7 +27,7 @@ async def test_no_store_no_services(tmp_path: Path) -> None:
 
 
 async def test_dry_run_worker_on_its_own_pool(store: Store, db_url: str, tmp_path: Path) -> None:
-    services, background = await build_services(config(db_url, tmp_path), store, {})
+    services, background = await build_services(config(db_url, tmp_path), store, IN_PROCESS)
     worker = services["outbox"]
     try:
         assert isinstance(worker, OutboxWorker) and background == [worker]
@@ -44,7 +46,7 @@ async def test_twilio_with_callback_and_settings_from_env(store: Store, db_url: 
                                                          twilio_fake: FakeTwilio) -> None:
     env = {**twilio_fake.env(), "RADSCHED_SMS_STATUS_CALLBACK_URL": "https://rad.example.org/cb",
            "RADSCHED_SMS_CONCURRENCY": "2", "RADSCHED_SMS_MAX_ATTEMPTS": "3", "RADSCHED_SMS_RATE": "0.5",
-           "RADSCHED_OUTBOX_POLL_SECONDS": "2", "RADSCHED_OUTBOX_LEASE_SECONDS": "30"}
+           "RADSCHED_OUTBOX_POLL_SECONDS": "2", "RADSCHED_OUTBOX_LEASE_SECONDS": "30", **IN_PROCESS}
     services, background = await build_services(config(db_url, tmp_path), store, env)
     worker = services["outbox"]
     try:

@@ -1,0 +1,148 @@
+"""The outbox worker in its own process: it delivers, its log lines and metrics reach the engine's,
+it comes back after a crash without counters going back, and it stops when asked."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from radsched_engine import logs, metrics
+from radsched_engine.outbox_process import WorkerProcess
+from radsched_engine.services import build_services
+from radsched_engine.store import Store
+from tests.faults.engine_process import until
+from tests.notify.helpers import queue_sms
+
+FAST = {"RADSCHED_OUTBOX_POLL_SECONDS": "0.05"}
+
+
+def config(url: str, data_dir: Path) -> SimpleNamespace:
+    return SimpleNamespace(database=SimpleNamespace(url=url, connect_timeout=5.0, command_timeout=10.0),
+                           data_dir=data_dir)
+
+
+def exposed(name: str, **labels: str) -> float:
+    """The value ``/metrics`` shows for one series (0 when absent)."""
+    text = generate_latest(metrics.registry()).decode()  # type: ignore[arg-type]
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+async def statuses(store: Store, ids: list[int]) -> list[str]:
+    async with store.connection() as conn:
+        rows = await conn.fetch("SELECT status FROM outbox WHERE id = ANY($1) ORDER BY id", ids)
+    return [r["status"] for r in rows]
+
+
+SKIPPED = {"kind": "sms", "result": "skipped_dry_run"}
+
+
+async def test_deliveries_logs_and_metrics_come_from_the_worker_process(
+        store: Store, db_url: str, tmp_path: Path) -> None:
+    out = io.StringIO()
+    logs.configure("json", "info", stream=out)
+    try:
+        services, background = await build_services(config(db_url, tmp_path), store, FAST)
+        worker = services["outbox"]
+        assert isinstance(worker, WorkerProcess) and background == [worker]
+        before = exposed("radsched_outbox_results_total", **SKIPPED)
+        await worker.start()
+        try:
+            child = worker.process
+            assert child.pid != os.getpid() and child.is_alive()
+            ids = [await queue_sms(store, f"wp-{n}", f"text {n}") for n in range(3)]
+
+            async def done() -> bool:
+                return await statuses(store, ids) == ["skipped"] * 3
+            await until(done, 30)
+
+            async def counted() -> bool:           # (snapshots come every quarter second)
+                return exposed("radsched_outbox_results_total", **SKIPPED) == before + 3
+            await until(counted, 10)
+        finally:
+            await worker.stop()
+        assert worker.process is None and child.exitcode == 0
+        logs.flush()
+        text = out.getvalue()
+        # The child's lines, written by this process: its deliveries, masked, and its stop.
+        assert text.count('"event": "outbox_delivery"') == 3
+        assert '"event": "outbox_started"' in text and '"event": "outbox_stopped"' in text
+        assert "+16175550123" not in text
+    finally:
+        logs.configure()
+
+
+async def test_a_crashed_worker_process_comes_back_and_counters_never_go_back(
+        store: Store, db_url: str, tmp_path: Path) -> None:
+    services, _ = await build_services(config(db_url, tmp_path), store, FAST)
+    worker = services["outbox"]
+    before = exposed("radsched_outbox_results_total", **SKIPPED)
+    await worker.start()
+    try:
+        first = await queue_sms(store, "crash-1", "before the crash")
+
+        async def counted(n: int) -> bool:
+            return exposed("radsched_outbox_results_total", **SKIPPED) == before + n
+        await until(lambda: counted(1), 30)
+        os.kill(worker.process.pid, signal.SIGKILL)
+
+        async def restarted() -> bool:
+            return worker.starts == 2 and worker.process.is_alive()
+        await until(restarted, 15)
+        assert await counted(1)                  # the dead process's count is kept
+        second = await queue_sms(store, "crash-2", "after the crash")
+
+        async def both() -> bool:
+            return await statuses(store, [first, second]) == ["skipped", "skipped"]
+        await until(both, 30)
+        await until(lambda: counted(2), 10)
+    finally:
+        await worker.stop()
+
+
+async def test_the_worker_process_ends_with_the_engine(store: Store, db_url: str,
+                                                       tmp_path: Path) -> None:
+    """SIGTERM to the child (a service manager stopping the group) ends it cleanly; the engine
+    does not start another one while it stops itself."""
+    services, _ = await build_services(config(db_url, tmp_path), store, FAST)
+    worker = services["outbox"]
+    await worker.start()
+    child = worker.process
+    await asyncio.sleep(0.5)
+    await worker.stop()
+    assert child.exitcode == 0 and worker.starts == 1
+    await asyncio.sleep(1.5)                      # past the restart pause: nothing came back
+    assert worker.process is None and worker.starts == 1
+
+
+def test_remote_series_are_summed_with_local_ones_and_kept_when_their_process_ends() -> None:
+    local = metrics.RELOADS.labels("applied")
+    base = exposed("radsched_config_reloads_total", result="applied")
+    snap: metrics.Snapshot = [
+        ("radsched_config_reloads", "counter", "SIGHUP reloads",
+         [("radsched_config_reloads_total", {"result": "applied"}, 2.0)]),
+        ("radsched_test_remote_depth", "gauge", "only over there",
+         [("radsched_test_remote_depth", {"kind": "x"}, 7.0)]),
+    ]
+    try:
+        metrics.set_remote("test", snap)
+        local.inc()
+        assert exposed("radsched_config_reloads_total", result="applied") == base + 3
+        assert exposed("radsched_test_remote_depth", kind="x") == 7.0
+        metrics.retire_remote("test")            # the process ended: counters stay, gauges go
+        assert exposed("radsched_config_reloads_total", result="applied") == base + 3
+        assert exposed("radsched_test_remote_depth", kind="x") == 0.0
+    finally:
+        metrics._remote.pop("test", None)
+        for key in [k for k in metrics._retired if k[0] == "radsched_config_reloads"]:
+            metrics._retired[key] -= 2.0
