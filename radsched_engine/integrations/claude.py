@@ -7,11 +7,12 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import anthropic
+from typing import TYPE_CHECKING, Any, Literal
 
 from .deid import Deidentified, deidentify
+
+if TYPE_CHECKING:
+    import anthropic
 
 __all__ = ["AiFinding", "AnalysisFailed", "ClaudeAnalyzer", "ClaudeSettings", "Deidentified",
            "deidentify"]
@@ -148,6 +149,10 @@ class ClaudeAnalyzer:
         self.settings = settings
         self._client: anthropic.AsyncAnthropic | None = None
         if settings.enabled:
+            # Imported only when used: the SDK takes ~1.7 s of CPU to import, paid at every
+            # start of the engine and of its outbox worker process otherwise.
+            import anthropic
+
             self._client = anthropic.AsyncAnthropic(
                 api_key=settings.api_key, base_url=settings.base_url,
                 timeout=settings.timeout, max_retries=settings.max_retries)
@@ -178,6 +183,8 @@ class ClaudeAnalyzer:
             context, aliases = context.context, context.aliases
         if self._client is None:
             raise AnalysisFailed("disabled", "no ANTHROPIC_API_KEY configured")
+        import anthropic
+
         try:
             async with asyncio.timeout(self.settings.total_seconds):
                 message = await self._client.messages.create(
