@@ -104,7 +104,10 @@ class WorkerProcess:
         except (EOFError, OSError):
             pass
         process.join()
-        loop.call_soon_threadsafe(self._ended, process, time.monotonic() - started)
+        try:
+            loop.call_soon_threadsafe(self._ended, process, time.monotonic() - started)
+        except RuntimeError:               # the engine's loop is already closed
+            pass
 
     def _ended(self, process: Any, lived: float) -> None:
         metrics.retire_remote(SOURCE)
@@ -160,8 +163,11 @@ class _PipeStream:
 
     def write(self, text: str) -> int:
         if text:
-            with self._lock:
-                self._conn.send(("log", text))
+            try:
+                with self._lock:
+                    self._conn.send(("log", text))
+            except (OSError, ValueError):  # the engine is gone: nobody to write for (we stop)
+                pass
         return len(text)
 
     def flush(self) -> None:
@@ -227,8 +233,11 @@ def _report(conn: Any, lock: threading.Lock, last: Any) -> Any:
     logs.flush()
     snap = metrics.snapshot()
     if snap != last:
-        with lock:
-            conn.send(("metrics", snap))
+        try:
+            with lock:
+                conn.send(("metrics", snap))
+        except (OSError, ValueError):      # the engine is gone; _watch stops us
+            pass
     return snap
 
 

@@ -17,7 +17,7 @@ from radsched_engine import logs, metrics
 from radsched_engine.outbox_process import WorkerProcess
 from radsched_engine.services import build_services
 from radsched_engine.store import Store
-from tests.faults.engine_process import until
+from tests.faults.engine_process import EngineProcess, free_port, until
 from tests.notify.helpers import queue_sms
 
 FAST = {"RADSCHED_OUTBOX_POLL_SECONDS": "0.05"}
@@ -146,3 +146,37 @@ def test_remote_series_are_summed_with_local_ones_and_kept_when_their_process_en
         metrics._remote.pop("test", None)
         for key in [k for k in metrics._retired if k[0] == "radsched_config_reloads"]:
             metrics._retired[key] -= 2.0
+
+
+async def test_the_worker_process_does_not_outlive_a_killed_engine(db_url: str, tmp_path: Path) -> None:
+    """SIGKILL to the engine (no chance to stop anything): its worker process sees its pipe
+    close and ends by itself, leaving no orphan sending texts."""
+    port = free_port()
+    engine = EngineProcess(tmp_path, {"scheduling": f"""
+listen: 127.0.0.1:{port}
+pipeline: [parse, validate, persist, notify]
+"""}, database_url=db_url)
+    try:
+        engine.start()
+        await engine.ready()
+        [started] = engine.events("outbox_process_started")
+        child = started["pid"]
+        assert _stat(child)[1] == engine.proc.pid          # (state, parent pid)
+        engine.kill()
+
+        async def gone() -> bool:
+            stat = _stat(child)
+            return stat is None or stat[0] == "Z"
+        await until(gone, 30)
+    finally:
+        engine.stop()
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a live process, None when there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    state, ppid = text.rpartition(")")[2].split()[:2]
+    return state, int(ppid)
