@@ -14,9 +14,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from radsched_engine import logs, metrics
+from radsched_engine.notify.callback import StatusCallback
 from radsched_engine.outbox_process import WorkerProcess
 from radsched_engine.services import build_services
 from radsched_engine.store import Store
+from tests.fakes.fake_twilio import FakeTwilio
 from tests.faults.engine_process import EngineProcess, free_port, until
 from tests.notify.helpers import queue_sms
 
@@ -180,3 +182,20 @@ def _stat(pid: int) -> tuple[str, int] | None:
         return None
     state, ppid = text.rpartition(")")[2].split()[:2]
     return state, int(ppid)
+
+
+async def test_what_stays_in_the_engine_with_a_worker_process(store: Store, db_url: str, tmp_path: Path,
+                                                              twilio_fake: FakeTwilio) -> None:
+    """The status-callback route (with a sender of its own, closed with it) and the "AI review
+    is on" flag the conflict check reads; the texts and analyses themselves go to the process."""
+    env = {**twilio_fake.env(), "RADSCHED_SMS_STATUS_CALLBACK_URL": "https://rad.example.org/cb",
+           "ANTHROPIC_API_KEY": "key-for-the-flag-only"}
+    services, background = await build_services(config(db_url, tmp_path), store, env)
+    worker, callback = background
+    assert isinstance(worker, WorkerProcess) and services["outbox"] is worker
+    assert worker.spec["env"] == env and worker.spec["url"] == db_url
+    assert isinstance(callback, StatusCallback) and callback.owns_sender
+    assert callback.path == "/cb" and not callback.sender.dry_run
+    assert services["claude"].enabled
+    await callback.stop()
+    assert callback.sender._transport is None           # its HTTP session closed
