@@ -209,6 +209,12 @@ class Engine:
     async def _ready_check(self) -> tuple[bool, dict[str, str]]:
         detail: dict[str, str] = {"listeners": "up" if self.ready else "starting"}
         ok = self.ready
+        for service in self.background:
+            # Shown, not required: messages are still accepted and acknowledged while the
+            # outbox worker process restarts (its rows wait in the database).
+            report = getattr(service, "readiness", None)
+            if report is not None:
+                detail.update(report())
         if self.store is not None:
             healthy = await self.store.healthy()
             detail["database"] = "up" if healthy else "down"

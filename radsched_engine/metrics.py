@@ -196,6 +196,9 @@ OUTBOX_OLDEST_SECONDS = Gauge(
 OUTBOX_RESULTS = Counter(
     "radsched_outbox_results", "Outbox deliveries by kind and result (sent, retry, dead, "
     "skipped_dry_run, skipped_no_phone, opted_out).", ["kind", "result"])
+OUTBOX_PROCESS_EXITS = Counter(
+    "radsched_outbox_process_exits", "Unexpected ends of the outbox worker process (it is "
+    "started again).")
 OUTBOX_SEND_SECONDS = Histogram(
     "radsched_outbox_send_duration_seconds", "Time taken by one outbox delivery attempt.",
     ["kind"], buckets=LATENCY_BUCKETS)

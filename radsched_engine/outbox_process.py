@@ -64,6 +64,16 @@ class WorkerProcess:
         self._restart: asyncio.TimerHandle | None = None
         self._exited = asyncio.Event()
 
+    def readiness(self) -> dict[str, str]:
+        """``/readyz`` detail: ``outbox_process`` is up, starting, restarting or stopped."""
+        if self.process is None:
+            state = "stopped"
+        elif self._restart is not None or not self.process.is_alive():
+            state = "restarting"
+        else:
+            state = "up" if self._ready.is_set() else "starting"
+        return {"outbox_process": state}
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
@@ -118,6 +128,7 @@ class WorkerProcess:
         if lived > 60:
             self._delay = RESTART_FIRST
         log.warning("outbox_process_exited", code=process.exitcode, restart_in=self._delay)
+        metrics.OUTBOX_PROCESS_EXITS.inc()
         assert self._loop is not None
         self._restart = self._loop.call_later(self._delay, self._again)
         self._delay = min(RESTART_MAX, self._delay * 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
 from pathlib import Path
@@ -96,10 +97,17 @@ async def test_a_crashed_worker_process_comes_back_and_counters_never_go_back(
         async def counted(n: int) -> bool:
             return exposed("radsched_outbox_results_total", **SKIPPED) == before + n
         await until(lambda: counted(1), 30)
+        assert worker.readiness() == {"outbox_process": "up"}
+        exits = exposed("radsched_outbox_process_exits_total")
         os.kill(worker.process.pid, signal.SIGKILL)
 
+        async def noticed() -> bool:
+            return worker.readiness() == {"outbox_process": "restarting"}
+        await until(noticed, 15)
+        assert exposed("radsched_outbox_process_exits_total") == exits + 1
+
         async def restarted() -> bool:
-            return worker.starts == 2 and worker.process.is_alive()
+            return worker.starts == 2 and worker.readiness() == {"outbox_process": "up"}
         await until(restarted, 15)
         assert await counted(1)                  # the dead process's count is kept
         second = await queue_sms(store, "crash-2", "after the crash")
@@ -125,6 +133,7 @@ async def test_the_worker_process_ends_with_the_engine(store: Store, db_url: str
     assert child.exitcode == 0 and worker.starts == 1
     await asyncio.sleep(1.5)                      # past the restart pause: nothing came back
     assert worker.process is None and worker.starts == 1
+    assert worker.readiness() == {"outbox_process": "stopped"}
 
 
 def test_remote_series_are_summed_with_local_ones_and_kept_when_their_process_ends() -> None:
@@ -161,6 +170,8 @@ pipeline: [parse, validate, persist, notify]
     try:
         engine.start()
         await engine.ready()
+        status, body = engine.get("/readyz")
+        assert status == 200 and json.loads(body)["outbox_process"] == "up"
         [started] = engine.events("outbox_process_started")
         child = started["pid"]
         assert _stat(child)[1] == engine.proc.pid          # (state, parent pid)
