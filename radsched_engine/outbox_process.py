@@ -120,10 +120,12 @@ class WorkerProcess:
             pass
 
     def _ended(self, process: Any, lived: float) -> None:
+        if self.process is not None and process is not self.process:
+            return                        # an earlier child's late news: not the current one
         metrics.retire_remote(SOURCE)
         self._exited.set()
         self._ready.set()                 # (a start still waiting: the child will not be ready)
-        if self._stopping or process is not self.process:
+        if self._stopping:
             return
         if lived > 60:
             self._delay = RESTART_FIRST
