@@ -23,13 +23,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg
 import psutil
 
 from bench import harness
+from bench import run_durable_bench as durable
 
 CHANNEL = """\
 listen: ${{RADSCHED_MLLP_LISTEN}}
@@ -39,29 +39,6 @@ pipeline:
   - validate
   - persist
 {notify}"""
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def _cpu(proc: psutil.Process, *, children: bool) -> float:
-    """CPU seconds of ``proc`` (and of its live and reaped children when ``children``)."""
-    try:
-        t = proc.cpu_times()
-    except psutil.Error:
-        return 0.0
-    total = t.user + t.system
-    if children:
-        total += t.children_user + t.children_system
-        for child in proc.children(recursive=True):
-            try:
-                c = child.cpu_times()
-            except psutil.Error:
-                continue
-            total += c.user + c.system
-    return total
 
 
 def _postmaster(data_dir: Path) -> psutil.Process:
@@ -115,7 +92,7 @@ def main() -> None:
             for i, mode in enumerate(_interleaved(args.rounds)):
                 name = f"notify_{mode}_{n}_{i}"
                 asyncio.run(_sql(admin, f'CREATE DATABASE "{name}"'))
-                url = with_database(admin, name)
+                url = durable.with_database(admin, name)
                 channels = work / name
                 channels.mkdir()
                 (channels / "scheduling.yaml").write_text(CHANNEL.format(
@@ -130,10 +107,10 @@ def main() -> None:
                 with harness.server([sys.executable, "-m", "radsched_engine.cli", "run"], port, env=env,
                                     log=work / f"{name}.log") as proc:
                     engine, postmaster = psutil.Process(proc.pid), _postmaster(work / "pg-data" / "pg")
-                    cpu0 = _cpu(engine, children=True), _cpu(postmaster, children=True)
+                    cpu0 = durable.tree_cpu(engine), durable.tree_cpu(postmaster)
                     pg0 = harness.pg_per_process(postmaster)
                     r = harness.loadgen(port, n, args.duration, warmup=args.warmup, run_id=name)
-                    cpu1 = _cpu(engine, children=True), _cpu(postmaster, children=True)
+                    cpu1 = durable.tree_cpu(engine), durable.tree_cpu(postmaster)
                     pg1 = harness.pg_per_process(postmaster)
                     who = {a["pid"]: a["who"] for a in asyncio.run(_sql(url, harness.WHO_SQL))}
                     counts = asyncio.run(_sql(url, "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))

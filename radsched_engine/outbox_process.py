@@ -220,10 +220,9 @@ async def _serve(conn: Any, lock: threading.Lock, spec: dict[str, Any]) -> None:
         loop.add_signal_handler(signum, stop.set)
     threading.Thread(target=_watch, args=(conn, loop, stop), daemon=True,
                      name="radsched-outbox-parent").start()
-    config = SimpleNamespace(
-        database=SimpleNamespace(url=spec["url"], connect_timeout=spec["connect_timeout"],
-                                 command_timeout=spec["command_timeout"]),
-        data_dir=spec["data_dir"])
+    config = SimpleNamespace(database=SimpleNamespace(
+        url=spec["url"], connect_timeout=spec["connect_timeout"],
+        command_timeout=spec["command_timeout"]))
     worker = await build_worker(config, None, spec["env"], {}, [], callbacks=False)
     await worker.start()
     with lock:

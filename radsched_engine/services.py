@@ -88,15 +88,13 @@ async def _worker_process(config: Any, store: Any, env: dict[str, str], services
     from . import logs
     from .conflicts.review import review_settings
     from .outbox_process import WorkerProcess
-    from .store.embedded import database_url
 
     # The worker process reads the same environment: its mistakes are refused here, at start-up.
     _worker_options(env)
     _sms_numbers(env)
     ai_settings = review_settings(env)[0]
-    db = getattr(config, "database", None)
     try:
-        url = getattr(db, "url", None) or await asyncio.to_thread(database_url, config.data_dir)
+        url = await _database_url(config)
     except Exception as exc:
         log.warning("outbox_in_process", reason="database URL unknown", error=type(exc).__name__)
         return await build_worker(config, store, env, services, background)
@@ -109,11 +107,9 @@ async def _worker_process(config: Any, store: Any, env: dict[str, str], services
         if not SmsSettings.from_env(env).dry_run:
             await _sms(env, store, background, announce=False, callback_only=True)
     fmt, level = logs.settings()
-    return WorkerProcess({
-        "url": url, "data_dir": str(config.data_dir),
-        "connect_timeout": float(getattr(db, "connect_timeout", 5.0)),
-        "command_timeout": float(getattr(db, "command_timeout", 10.0)),
-        "env": dict(env), "log_format": fmt, "log_level": level})
+    connect, command = _timeouts(config)
+    return WorkerProcess({"url": url, "connect_timeout": connect, "command_timeout": command,
+                          "env": dict(env), "log_format": fmt, "log_level": level})
 
 
 def _worker_options(env: dict[str, str]) -> Any:
@@ -156,13 +152,10 @@ async def _worker_store(config: Any, store: Any) -> tuple[Any, bool]:
     import asyncpg
 
     from .store.db import _init_connection, _no_reset
-    from .store.embedded import database_url
 
-    db = getattr(config, "database", None)
-    connect = float(getattr(db, "connect_timeout", 5.0))
-    command = float(getattr(db, "command_timeout", 10.0))
+    connect, command = _timeouts(config)
     try:
-        url = getattr(db, "url", None) or await asyncio.to_thread(database_url, config.data_dir)
+        url = await _database_url(config)
         pool = await asyncpg.create_pool(
             url, min_size=0, max_size=3, timeout=connect, command_timeout=command,
             init=_init_connection, reset=_no_reset,
@@ -175,6 +168,20 @@ async def _worker_store(config: Any, store: Any) -> tuple[Any, bool]:
         log.warning("outbox_pool_shared", error=type(exc).__name__)
         return store, False
     return OwnPool(pool, connect + command), True
+
+
+async def _database_url(config: Any) -> str:
+    """``database.url``, else the embedded server's under ``data_dir`` (RuntimeError: none runs)."""
+    from .store.embedded import database_url
+
+    return (getattr(getattr(config, "database", None), "url", None)
+            or await asyncio.to_thread(database_url, config.data_dir))
+
+
+def _timeouts(config: Any) -> tuple[float, float]:
+    """(connect, command) timeouts of ``database``, in seconds."""
+    db = getattr(config, "database", None)
+    return float(getattr(db, "connect_timeout", 5.0)), float(getattr(db, "command_timeout", 10.0))
 
 
 async def _sms(env: dict[str, str], store: Any, background: list[Any] | None, *,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from radsched_engine.integrations.sms import SmsSender, SmsSettings
@@ -14,6 +16,12 @@ from radsched_engine.store.outbox import enqueue
 from tests.outbox.helpers import Clock
 
 TO = "+16175550123"
+
+
+def engine_config(url: str | None, data_dir: Path) -> SimpleNamespace:
+    """What ``services.build_services`` reads of the engine's configuration."""
+    return SimpleNamespace(database=SimpleNamespace(url=url, connect_timeout=5.0, command_timeout=10.0),
+                           data_dir=data_dir)
 OPTIONS = WorkerOptions(poll_interval=0.05, lease=60.0, backoff_base=5.0, backoff_max=600.0)
 
 

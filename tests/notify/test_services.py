@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -13,21 +12,18 @@ from radsched_engine.outbox import OutboxWorker
 from radsched_engine.services import OwnPool, build_services
 from radsched_engine.store import Store
 from tests.fakes.fake_twilio import FakeTwilio
+from tests.notify.helpers import engine_config
 
 IN_PROCESS = {"RADSCHED_OUTBOX_PROCESS": "0"}      # the worker on this loop, to look inside it
 
 
-def config(url: str | None, data_dir: Path) -> SimpleNamespace:
-    return SimpleNamespace(database=SimpleNamespace(url=url, connect_timeout=5.0, command_timeout=10.0),
-                           data_dir=data_dir)
-
 
 async def test_no_store_no_services(tmp_path: Path) -> None:
-    assert await build_services(config(None, tmp_path), None, {}) == ({}, [])
+    assert await build_services(engine_config(None, tmp_path), None, {}) == ({}, [])
 
 
 async def test_dry_run_worker_on_its_own_pool(store: Store, db_url: str, tmp_path: Path) -> None:
-    services, background = await build_services(config(db_url, tmp_path), store, IN_PROCESS)
+    services, background = await build_services(engine_config(db_url, tmp_path), store, IN_PROCESS)
     worker = services["outbox"]
     try:
         assert isinstance(worker, OutboxWorker) and background == [worker]
@@ -47,7 +43,7 @@ async def test_twilio_with_callback_and_settings_from_env(store: Store, db_url: 
     env = {**twilio_fake.env(), "RADSCHED_SMS_STATUS_CALLBACK_URL": "https://rad.example.org/cb",
            "RADSCHED_SMS_CONCURRENCY": "2", "RADSCHED_SMS_MAX_ATTEMPTS": "3", "RADSCHED_SMS_RATE": "0.5",
            "RADSCHED_OUTBOX_POLL_SECONDS": "2", "RADSCHED_OUTBOX_LEASE_SECONDS": "30", **IN_PROCESS}
-    services, background = await build_services(config(db_url, tmp_path), store, env)
+    services, background = await build_services(engine_config(db_url, tmp_path), store, env)
     worker = services["outbox"]
     try:
         assert background[0] is worker and isinstance(background[1], StatusCallback)
@@ -61,7 +57,7 @@ async def test_twilio_with_callback_and_settings_from_env(store: Store, db_url: 
 
 
 async def test_unknown_database_url_shares_the_engine_pool(store: Store, tmp_path: Path) -> None:
-    services, _ = await build_services(config(None, tmp_path / "no-server"), store, {})
+    services, _ = await build_services(engine_config(None, tmp_path / "no-server"), store, {})
     worker = services["outbox"]
     assert worker.store is store and not worker.owns_store
     await worker.stop()
@@ -69,4 +65,4 @@ async def test_unknown_database_url_shares_the_engine_pool(store: Store, tmp_pat
 
 async def test_bad_numbers_in_the_environment_are_refused(store: Store, db_url: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="RADSCHED_SMS_RATE"):
-        await build_services(config(db_url, tmp_path), store, {"RADSCHED_SMS_RATE": "-1"})
+        await build_services(engine_config(db_url, tmp_path), store, {"RADSCHED_SMS_RATE": "-1"})

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 from pathlib import Path
-from types import SimpleNamespace
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,14 +20,10 @@ from radsched_engine.services import build_services
 from radsched_engine.store import Store
 from tests.fakes.fake_twilio import FakeTwilio
 from tests.faults.engine_process import EngineProcess, free_port, until
-from tests.notify.helpers import queue_sms
+from tests.notify.helpers import engine_config, queue_sms
 
 FAST = {"RADSCHED_OUTBOX_POLL_SECONDS": "0.05"}
 
-
-def config(url: str, data_dir: Path) -> SimpleNamespace:
-    return SimpleNamespace(database=SimpleNamespace(url=url, connect_timeout=5.0, command_timeout=10.0),
-                           data_dir=data_dir)
 
 
 def exposed(name: str, **labels: str) -> float:
@@ -55,7 +50,7 @@ async def test_deliveries_logs_and_metrics_come_from_the_worker_process(
     out = io.StringIO()
     logs.configure("json", "info", stream=out)
     try:
-        services, background = await build_services(config(db_url, tmp_path), store, FAST)
+        services, background = await build_services(engine_config(db_url, tmp_path), store, FAST)
         worker = services["outbox"]
         assert isinstance(worker, WorkerProcess) and background == [worker]
         before = exposed("radsched_outbox_results_total", **SKIPPED)
@@ -87,7 +82,7 @@ async def test_deliveries_logs_and_metrics_come_from_the_worker_process(
 
 async def test_a_crashed_worker_process_comes_back_and_counters_never_go_back(
         store: Store, db_url: str, tmp_path: Path) -> None:
-    services, _ = await build_services(config(db_url, tmp_path), store, FAST)
+    services, _ = await build_services(engine_config(db_url, tmp_path), store, FAST)
     worker = services["outbox"]
     before = exposed("radsched_outbox_results_total", **SKIPPED)
     await worker.start()
@@ -124,7 +119,7 @@ async def test_the_worker_process_ends_with_the_engine(store: Store, db_url: str
                                                        tmp_path: Path) -> None:
     """SIGTERM to the child (a service manager stopping the group) ends it cleanly; the engine
     does not start another one while it stops itself."""
-    services, _ = await build_services(config(db_url, tmp_path), store, FAST)
+    services, _ = await build_services(engine_config(db_url, tmp_path), store, FAST)
     worker = services["outbox"]
     await worker.start()
     child = worker.process
@@ -201,7 +196,7 @@ async def test_what_stays_in_the_engine_with_a_worker_process(store: Store, db_u
     is on" flag the conflict check reads; the texts and analyses themselves go to the process."""
     env = {**twilio_fake.env(), "RADSCHED_SMS_STATUS_CALLBACK_URL": "https://rad.example.org/cb",
            "ANTHROPIC_API_KEY": "key-for-the-flag-only"}
-    services, background = await build_services(config(db_url, tmp_path), store, env)
+    services, background = await build_services(engine_config(db_url, tmp_path), store, env)
     worker, callback = background
     assert isinstance(worker, WorkerProcess) and services["outbox"] is worker
     assert worker.spec["env"] == env and worker.spec["url"] == db_url
