@@ -15,13 +15,16 @@ with its handlers, as ``services.build_worker`` builds them) in a child process:
   ``/metrics`` shows them with the engine's (``metrics.registry``);
 - it stops when the engine asks (in-flight deliveries get the worker's ``stop_grace``), on
   SIGTERM/SIGINT (a service manager signalling the whole group), or when the pipe closes (the
-  engine died).
+  engine died);
+- it runs ``spec["nice"]`` steps below the engine's CPU priority (``RADSCHED_OUTBOX_NICE``), so
+  where the two share a core the scheduler lets a message arriving pre-empt a send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -193,6 +196,9 @@ class _PipeStream:
 def child_main(conn: Any, spec: dict[str, Any]) -> None:
     """Entry point of the worker process (``multiprocessing`` spawn target)."""
     lock = threading.Lock()
+    nice = int(spec.get("nice", 0))
+    if nice:
+        os.nice(nice)
     logs.configure(spec.get("log_format", "json"), spec.get("log_level", "info"),
                    stream=_PipeStream(conn, lock))
     try:

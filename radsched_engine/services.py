@@ -38,7 +38,8 @@ async def build_services(config: Any, store: Any, env: dict[str, str]) -> tuple[
     callback route on the HTTP port; unset = no callbacks), ``RADSCHED_SMS_CONCURRENCY`` (4),
     ``RADSCHED_SMS_MAX_ATTEMPTS`` (10), ``RADSCHED_SMS_RATE`` (texts started per second, 10:
     Twilio queues beyond a sender's throughput anyway), ``RADSCHED_OUTBOX_POLL_SECONDS`` (0.5),
-    ``RADSCHED_OUTBOX_LEASE_SECONDS`` (120), ``RADSCHED_OUTBOX_PROCESS`` (1).
+    ``RADSCHED_OUTBOX_LEASE_SECONDS`` (120), ``RADSCHED_OUTBOX_PROCESS`` (1),
+    ``RADSCHED_OUTBOX_NICE`` (10: the worker process's lower CPU priority).
     """
     services: dict[str, Any] = {}
     background: list[Any] = []
@@ -109,7 +110,20 @@ async def _worker_process(config: Any, store: Any, env: dict[str, str], services
     fmt, level = logs.settings()
     connect, command = _timeouts(config)
     return WorkerProcess({"url": url, "connect_timeout": connect, "command_timeout": command,
-                          "env": dict(env), "log_format": fmt, "log_level": level})
+                          "env": dict(env), "log_format": fmt, "log_level": level,
+                          "nice": _niceness(env)})
+
+
+def _niceness(env: dict[str, str]) -> int:
+    """``RADSCHED_OUTBOX_NICE``: how much lower the worker process's CPU priority is than the
+    engine's (0-19, default 10), so that a text or an analysis being prepared gives way at once
+    to a message arriving on the shared core."""
+    text = env.get("RADSCHED_OUTBOX_NICE", "").strip()
+    if not text:
+        return 10
+    if not text.isdigit() or int(text) > 19:
+        raise ValueError(f"RADSCHED_OUTBOX_NICE must be a whole number from 0 to 19, not {text!r}")
+    return int(text)
 
 
 def _worker_options(env: dict[str, str]) -> Any:

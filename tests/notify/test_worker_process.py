@@ -10,6 +10,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -129,6 +130,28 @@ async def test_the_worker_process_ends_with_the_engine(store: Store, db_url: str
     await asyncio.sleep(1.5)                      # past the restart pause: nothing came back
     assert worker.process is None and worker.starts == 1
     assert worker.readiness() == {"outbox_process": "stopped"}
+
+
+def _niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+async def test_the_worker_process_gives_way_to_the_engine(store: Store, db_url: str,
+                                                          tmp_path: Path) -> None:
+    """It runs at a lower CPU priority (10 steps by default, ``RADSCHED_OUTBOX_NICE``): a text
+    being prepared yields the core to a message arriving; a bad value stops the start-up."""
+    for env, lower in (({}, 10), ({"RADSCHED_OUTBOX_NICE": "3"}, 3)):
+        services, _ = await build_services(engine_config(db_url, tmp_path), store, {**FAST, **env})
+        worker = services["outbox"]
+        await worker.start()
+        try:
+            assert _niceness(worker.process.pid) == min(19, _niceness(os.getpid()) + lower)
+        finally:
+            await worker.stop()
+    for bad in ("-5", "20", "high"):
+        with pytest.raises(ValueError, match="RADSCHED_OUTBOX_NICE must be a whole number from 0 to 19"):
+            await build_services(engine_config(db_url, tmp_path), store,
+                                 {"RADSCHED_OUTBOX_NICE": bad})
 
 
 def test_remote_series_are_summed_with_local_ones_and_kept_when_their_process_ends() -> None:
