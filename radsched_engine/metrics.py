@@ -174,6 +174,9 @@ STORE_SECONDS = Histogram(
     ["operation"], buckets=LATENCY_BUCKETS)
 STORE_FAILURES = Counter(
     "radsched_store_failures", "Failed database transactions, by reason.", ["reason"])
+BATCH_WRITES = Counter(
+    "radsched_store_batch_writes", "Persist calls of group-commit batches, by how they were "
+    "written: 'set' (several bookings in one statement) or 'one_by_one'.", ["path"])
 POOL_IN_USE = Gauge("radsched_db_pool_in_use", "Database connections currently checked out.")
 POOL_SIZE = Gauge("radsched_db_pool_size", "Database connections in the pool.")
 JOURNAL_ROWS = Counter(

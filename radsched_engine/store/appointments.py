@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 
 from ..domain.model import NULL, AppointmentEvent
 from .conflicts import ContextRequest, Neighbourhood, neighbourhood
@@ -106,11 +107,10 @@ async def apply_appointment(
     fields: dict[str, Any], resources: list[dict[str, Any]] | None, merge: bool,
 ) -> ApplyResult:
     """Dedup, lock, upsert and journal one SIU event in a single round trip."""
-    row = await conn.fetchrow(_APPLY, meta, raw, content_hash, message_lock, list(keys), trigger,
-                              event_time, fields, resources, merge)
-    appointment = row["appointment"]
-    return ApplyResult(row["result"], row["detail"], row["journal_id"],
-                       dict(appointment.items()) if appointment is not None else None)
+    rows = await persist_rows(conn, PersistCall(None, (
+        meta, raw, content_hash, message_lock, list(keys), trigger, event_time, fields, resources,
+        merge)))
+    return _applied(rows[-1])
 
 
 _BOOK = ("SELECT * FROM radsched_book($1::bigint[], $2::text[], $3::text[], $4, $5, $6, $7, $8, "
@@ -130,11 +130,116 @@ async def check_and_apply(
     written. The write's own claim answers a redelivery (``request.claim`` is not used).
     """
     locks, _, kinds, codes, start, end, patient, lo, hi = request.args()
-    rows = await conn.fetch(_BOOK, locks, kinds, codes, start, end, patient, lo, hi, meta, raw,
-                            content_hash, message_lock, list(keys), trigger, event_time, fields,
-                            resources, merge)
-    last = rows[-1]
+    rows = await persist_rows(conn, PersistCall(
+        (locks, kinds, codes, start, end, patient, lo, hi),
+        (meta, raw, content_hash, message_lock, list(keys), trigger, event_time, fields, resources,
+         merge)))
+    return neighbourhood(rows[:-1]), _applied(rows[-1])
+
+
+def _applied(last: Mapping[str, Any]) -> ApplyResult:
     appointment = last["appointment"]
-    done = ApplyResult(last["result"], last["detail"], last["journal_id"],
+    return ApplyResult(last["result"], last["detail"], last["journal_id"],
                        dict(appointment.items()) if appointment is not None else None)
-    return neighbourhood(rows[:-1]), done
+
+
+@dataclass(frozen=True, slots=True)
+class PersistCall:
+    """The arguments of one persist statement: ``radsched_book`` when ``context`` (its first
+    eight: locks, kinds, codes, start, end, patient, from, to) is given, else
+    ``radsched_apply_appointment``; ``apply`` = the ten arguments both end with."""
+
+    context: tuple[Any, ...] | None
+    apply: tuple[Any, ...]
+
+
+async def persist_rows(conn: Any, call: PersistCall) -> list[Mapping[str, Any]]:
+    """The rows of ``call``'s statement on ``conn``; a group-commit batch's connection
+    (``store.group``) has a ``park`` that sends it with the other members' calls."""
+    park = getattr(conn, "park", None)
+    if park is not None:
+        return await park(call)
+    if call.context is None:
+        return [await conn.fetchrow(_APPLY, *call.apply)]
+    return await conn.fetch(_BOOK, *call.context, *call.apply)
+
+
+_SET = ("SELECT * FROM radsched_book_set($1::boolean[], $2::bigint[], $3::integer[], "
+        "$4::text[], $5::text[], $6::integer[], $7::timestamptz[], $8::timestamptz[], "
+        "$9::text[], $10::timestamptz[], $11::timestamptz[], $12::jsonb[], $13::bytea[], "
+        "$14::bytea[], $15::bigint[], $16::text[], $17::integer[], $18::text[], "
+        "$19::timestamptz[], $20::jsonb[], $21::text[]::jsonb[], $22::boolean[])")   # migration 0313
+
+
+def set_wise(calls: Sequence[PersistCall]) -> bool:
+    """True when ``calls`` cannot see each other's writes, so ``persist_set`` may write them
+    together: all S12 with resources and no order references, no appointment key, message or
+    lock name in common (two bookings that could be neighbours share a resource-day or patient
+    lock name: ``conflicts.bookings.lock_names``)."""
+    keys: set[str] = set()
+    messages: set[int] = set()
+    locks: set[int] = set()
+    for call in calls:
+        _, _, _, message, call_keys, trigger, _, fields, resources, _ = call.apply
+        if trigger != "S12" or resources is None or fields.get("order_refs"):
+            return False
+        if call.context is not None:
+            call_locks, kinds = call.context[0], call.context[1]
+            if kinds is None or locks.intersection(call_locks or ()):
+                return False
+            locks.update(call_locks or ())
+        if message in messages or keys.intersection(call_keys):
+            return False
+        messages.add(message)
+        keys.update(call_keys)
+    return True
+
+
+async def persist_set(conn: asyncpg.Connection,
+                      calls: Sequence[PersistCall]) -> list[list[Mapping[str, Any]]] | None:
+    """The rows of each of ``calls`` (``set_wise``), written in one statement
+    (``radsched_book_set``); None when one needs the per-call path (a redelivery, a stored
+    appointment, a neighbour): nothing was written, the locks are held."""
+    book: list[bool] = []
+    locks: list[int] = []
+    nlocks: list[int] = []
+    kinds: list[str] = []
+    codes: list[str] = []
+    nres: list[int] = []
+    context: list[list[Any]] = [[] for _ in range(5)]       # start, end, patient, from, to
+    apply: list[list[Any]] = [[] for _ in range(10)]
+    keys: list[str] = []
+    nkeys: list[int] = []
+    for call in calls:
+        if call.context is None:
+            book.append(False)
+            nlocks.append(-1)
+            nres.append(-1)
+            for column in context:
+                column.append(None)
+        else:
+            call_locks, call_kinds, call_codes, *rest = call.context
+            book.append(True)
+            nlocks.append(-1 if call_locks is None else len(call_locks))
+            locks.extend(call_locks or ())
+            nres.append(-1 if call_kinds is None else len(call_kinds))
+            kinds.extend(call_kinds or ())
+            codes.extend(call_codes or ())
+            for column, value in zip(context, rest, strict=True):
+                column.append(value)
+        for column, value in zip(apply, call.apply, strict=True):
+            column.append(value)
+        keys.extend(call.apply[4])
+        nkeys.append(len(call.apply[4]))
+    meta, raw, hashes, message_locks, _, triggers, event_times, fields, resources, merge = apply
+    # (A list of lists would be taken for a two-dimensional array: each as JSON text.)
+    resources = [orjson.dumps(r).decode() for r in resources]
+    rows = await conn.fetch(_SET, book, locks, nlocks, kinds, codes, nres, *context, meta, raw,
+                            hashes, message_locks, keys, nkeys, triggers, event_times, fields,
+                            resources, merge)
+    if rows and rows[0]["role"] == "fallback":
+        return None
+    out: list[list[Mapping[str, Any]]] = [[] for _ in calls]
+    for row in rows:
+        out[row["member"] - 1].append(row)
+    return out

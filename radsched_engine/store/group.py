@@ -5,13 +5,16 @@ connections and per-connection order holds whatever the grouping. A writer takes
 waiting (up to ``max_batch``) and, on one pooled connection:
 
     BEGIN (with a short lock_timeout)
-    each member's stages (and its journal row, which persist writes with its effects)
+    each member's stages, their persist calls (each writes its journal row with its effects)
+        held and sent together: new bookings that cannot see each other as one set-based
+        statement, others one by one in member order (``_Parking``)
     what the members' stages deferred (outbox rows, findings) + COMMIT, in one round trip
 
 and only then releases the members, whose ACKs the channel writes (AA only after commit). No
 savepoints (each would cost a round trip per message): when a member's outcome is not accepted
 (rejected; AR for a lock waited on too long or a deadlock; an internal error) the whole batch is
-rolled back, nothing of it committed. Then the members before it run again as a batch, it runs
+rolled back, nothing of it committed (the members after it may have run: they start again from
+their state before too). Then the members before it run again as a batch, it runs
 alone in a transaction of its own (its effects rolled back, its journal row committed: the
 ``UnitOfWork.transaction`` path), and the members after it go back to the head of the queue: a
 failing member never poisons the others, at the price of doing the work before it twice (stage
@@ -43,6 +46,7 @@ from typing import Any
 from .. import metrics
 from ..exchange import Exchange, Outcome
 from . import deferred
+from .appointments import PersistCall, persist_rows, persist_set, set_wise
 from .db import Store, UnitOfWork
 
 Body = Callable[[Exchange], Awaitable[None]]
@@ -209,24 +213,30 @@ class GroupUnitOfWork(UnitOfWork):
             async with self.store.connection() as conn:
                 await conn.execute(self._begin)
                 try:
+                    parking = _Parking(conn)
                     for i, member in enumerate(batch):
                         ex = member.exchange
                         if i and not _reads_safely(ex):
-                            # Findings earlier members left for the commit, before a message
-                            # that could read them (one round trip, only then).
+                            # The members before it done, then the findings they left for the
+                            # commit, before a message that could read them (a round trip each).
+                            await parking.settle()
                             await deferred.flush(conn, [], deferred.take_post(
                                 m.exchange for m in batch[:i]))
-                        ex.tx = conn
-                        try:
-                            await member.body(ex)
-                        finally:
-                            ex.tx = None
-                        outcome = ex.outcome or Outcome.ACCEPTED
+                        await parking.start(i, member.body, ex)
+                        if ex.outcome is not None and not ex.outcome.accepted:
+                            break                  # the members after it wait for the next batch
+                    await parking.settle()
+                    for task in parking.tasks:
+                        if task.exception() is not None:
+                            raise task.exception()          # type: ignore[misc]
+                    for member in batch:
+                        outcome = member.exchange.outcome or Outcome.ACCEPTED
                         if not outcome.accepted:
                             break
-                        await self._finish_accepted(conn, ex, outcome, flush=False)
                         outcomes.append(outcome)
                     if len(outcomes) == len(batch):
+                        for member, outcome in zip(batch, outcomes, strict=True):
+                            await self._finish_accepted(conn, member.exchange, outcome, flush=False)
                         await self._commit(conn, [m.exchange for m in batch])
                     else:
                         await conn.execute("ROLLBACK")
@@ -261,13 +271,128 @@ class GroupUnitOfWork(UnitOfWork):
                     member.done.set_result(None)
             return
         # Member ``failed`` was not accepted and nothing was committed: the members before it
-        # again (as a batch), it alone, the members after it back to the head of the queue.
+        # again (as a batch), it alone, the members after it back to the head of the queue
+        # (every member ran: each starts again from its state before).
         failed = len(outcomes)
-        for member, snapshot in zip(batch[:failed + 1], snapshots, strict=False):
+        for member, snapshot in zip(batch, snapshots, strict=True):
             snapshot.restore(member.exchange)
         self._queue.extendleft(reversed(batch[failed + 1:]))
         await self._run(batch[:failed])
         await self._run([batch[failed]])
+
+
+class _Parking:
+    """The members of one batch, run so that their persist calls can be written together.
+
+    Members start in order, each on its own task, with a ``_MemberConnection`` as
+    ``exchange.tx``. A member's persist call (``appointments.persist_rows``) parks there and
+    the next member starts. The parked calls are sent when a member needs the connection for
+    anything else, before a message that could read the findings they leave (``settle``), and
+    at the end: as one statement when they cannot see each other (``appointments.set_wise``:
+    new bookings with no key, message, resource-day or patient in common; the database still
+    checks for redeliveries, stored appointments and neighbours and says when they need the
+    per-call path), else one by one in member order, exactly as if each member had run alone in
+    turn. A member's persist call must be its last statement in the transaction (the stages
+    after persist only defer their writes to the commit): a member that uses the connection
+    after its parked call fails with an internal error, and the batch is run again member by
+    member.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.tasks: list[asyncio.Task[None]] = []
+        self._waiting: list[tuple[int, PersistCall, asyncio.Future[Any]]] = []
+        self._signal: asyncio.Future[None] | None = None
+
+    async def start(self, index: int, body: Body, exchange: Exchange) -> None:
+        """Run member ``index``'s body until it parks or ends."""
+        loop = asyncio.get_running_loop()
+        signal = self._signal = loop.create_future()
+        exchange.tx = _MemberConnection(self, index)
+
+        async def run() -> None:
+            try:
+                await body(exchange)
+            finally:
+                exchange.tx = None
+
+        task = loop.create_task(run())
+        task.add_done_callback(lambda _: signal.done() or signal.set_result(None))
+        self.tasks.append(task)
+        await signal
+
+    async def park(self, index: int, call: PersistCall) -> list[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((index, call, future))
+        if self._signal is not None and not self._signal.done():
+            self._signal.set_result(None)
+        return await future
+
+    async def settle(self, *, everyone: bool = True) -> None:
+        """Send the parked calls and let their members (``everyone``: all members) finish."""
+        waiting, self._waiting = self._waiting, []
+        if waiting:
+            calls = [call for _, call, _ in waiting]
+            try:
+                results = (await persist_set(self.conn, calls)
+                           if len(calls) > 1 and set_wise(calls) else None)
+                if results is None:            # one by one, in member order
+                    results = [await persist_rows(self.conn, call) for call in calls]
+                    metrics.BATCH_WRITES.labels("one_by_one").inc(len(calls))
+                else:
+                    metrics.BATCH_WRITES.labels("set").inc(len(calls))
+            except Exception as exc:       # each member's stage answers it (206 / 207)
+                for _, _, future in waiting:
+                    future.set_exception(exc)
+            else:
+                for (_, _, future), rows in zip(waiting, results, strict=True):
+                    future.set_result(rows)
+        if everyone:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        elif waiting:
+            await asyncio.gather(*(self.tasks[i] for i, _, _ in waiting), return_exceptions=True)
+
+def _after_ready(name: str) -> Any:
+    """A ``_MemberConnection`` method: the batch connection's ``name`` once the parked calls
+    before it are written."""
+    async def method(self: _MemberConnection, *args: Any, **kwargs: Any) -> Any:
+        await self._ready()
+        return await getattr(self._parking.conn, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+class _MemberConnection:
+    """A batch member's view of the batch's connection (``_Parking``)."""
+
+    __slots__ = ("_called", "_index", "_parking")
+
+    def __init__(self, parking: _Parking, index: int) -> None:
+        self._parking = parking
+        self._index = index
+        self._called = False
+
+    async def park(self, call: PersistCall) -> list[Any]:
+        if self._called:
+            raise RuntimeError("a batch member used the connection after its persist call")
+        self._called = True
+        return await self._parking.park(self._index, call)
+
+    async def _ready(self) -> None:
+        if self._called:
+            raise RuntimeError("a batch member used the connection after its persist call")
+        if self._parking._waiting:
+            await self._parking.settle(everyone=False)
+
+    execute = _after_ready("execute")
+    executemany = _after_ready("executemany")
+    fetch = _after_ready("fetch")
+    fetchrow = _after_ready("fetchrow")
+    fetchval = _after_ready("fetchval")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parking.conn, name)
 
 
 def _reads_safely(exchange: Exchange) -> bool:
