@@ -289,8 +289,8 @@ class _Parking:
     the next member starts. The parked calls are sent when a member needs the connection for
     anything else, before a message that could read the findings they leave (``settle``), and
     at the end: as one statement when they cannot see each other (``appointments.set_wise``:
-    new bookings with no key, message, resource-day or patient in common; the database still
-    checks for redeliveries, stored appointments and neighbours and says when they need the
+    new bookings with no key, message, resource-day or patient in common; each still gets its
+    stored neighbours, and the database says when a redelivery or a stored appointment needs the
     per-call path), else one by one in member order, exactly as if each member had run alone in
     turn. A member's persist call must be its last statement in the transaction (the stages
     after persist only defer their writes to the commit): a member that uses the connection

@@ -123,20 +123,17 @@ async def test_bookings_that_could_meet_go_one_by_one_and_see_each_other(
 
 
 async def test_what_the_database_finds_sends_the_batch_call_by_call(store: Store, db_url: str) -> None:
-    """A redelivery, an appointment booked before under a key, a neighbour already stored: the
-    set-based statement writes nothing and says so; the calls go one by one."""
+    """A redelivery or an appointment booked before under a key: the set-based statement writes
+    nothing and says so; the calls go one by one."""
     channel = Channel(store)
     first = siu(control="D1", filler="D1", mrn="MD1", room="RD1")
     assert (await channel.send(first)).outcome is Outcome.ACCEPTED
     assert (await channel.send(siu(control="K1", filler="K1", mrn="MK1", room="RK1"))).outcome \
         is Outcome.ACCEPTED
-    assert (await channel.send(siu(control="N1", filler="N1", mrn="MN1", room="RN1"))).outcome \
-        is Outcome.ACCEPTED
     cases = {
         "redelivery": ([first], [Outcome.DUPLICATE]),
         "stored key": ([siu(control="K2", filler="K1", mrn="MK2", room="RK2")],
                        [Outcome.REJECTED]),
-        "neighbour": ([siu(control="N2", filler="N2", mrn="MN2", room="RN1")], [Outcome.ACCEPTED]),
     }
     for name, (extra, outcomes) in cases.items():
         before = written("set"), written("one_by_one")
@@ -148,9 +145,38 @@ async def test_what_the_database_finds_sends_the_batch_call_by_call(store: Store
     rows = await fetch(db_url, "SELECT count(*) AS n FROM hl7_messages WHERE control_id = 'D1' "
                                "AND outcome = 'accepted'")
     assert rows[0]["n"] == 1                                     # the redelivery applied once
-    assert [e["other"] for e in await findings(db_url, "N2")] == ["scheduling|F:N1"]
     assert len(await fetch(db_url, "SELECT 1 FROM appointments WHERE appointment_key LIKE "
-                                   "'scheduling|F:F-%'")) == 3
+                                   "'scheduling|F:F-%'")) == 2
+
+
+async def test_stored_neighbours_come_back_with_the_set_based_statement(
+        store: Store, db_url: str) -> None:
+    """Bookings next to stored ones (a room, a technologist, a patient) are still written
+    together; each gets its own neighbours, as one call each would."""
+    channel = Channel(store)
+    for raw in (siu(control="N1", filler="N1", mrn="MN1", room="RN1"),
+                siu(control="P1", filler="P1", mrn="MP1", room="RP1", start="20260320090000"),
+                siu(control="T1", filler="T1", mrn="MT1", room="RT1", staff=("TT", "TECH"),
+                    start="20260322090000")):
+        assert (await channel.send(raw)).outcome is Outcome.ACCEPTED
+    before = written("set")
+    results = await held_batch(store, db_url, channel, [
+        siu(control="N2", filler="N2", mrn="MN2", room="RN1"),               # same room and time
+        siu(control="P2", filler="P2", mrn="MP1", room="RP2", code="70551", text="MRI BRAIN",
+            start="20260320091500"),                                         # same patient
+        siu(control="T2", filler="T2", mrn="MT2", room="RT2", staff=("TT", "TECH"),
+            start="20260322090000"),                                         # same technologist
+        siu(control="Q2", filler="Q2", mrn="MQ2", room="RQ2")])              # nothing around it
+    assert [ex.outcome for ex in results] == [Outcome.ACCEPTED] * 4
+    assert written("set") == before + 4
+    assert [(e["rule"], e["other"]) for e in await findings(db_url, "N2")] == [
+        ("RES-ROOM-OVERLAP", "scheduling|F:N1")]
+    assert [(e["rule"], e["other"]) for e in await findings(db_url, "P2")] == [
+        ("PAT-DOUBLE-BOOK", "scheduling|F:P1")]
+    assert [e["other"] for e in await findings(db_url, "T2")] == ["scheduling|F:T1"]
+    assert await findings(db_url, "Q2") == []
+    for stored, new in (("N1", "N2"), ("P1", "P2"), ("T1", "T2")):          # and the mirrors
+        assert [e["other"] for e in await findings(db_url, stored)] == [f"scheduling|F:{new}"]
 
 
 async def test_a_member_using_the_connection_after_its_persist_call_runs_again_alone(

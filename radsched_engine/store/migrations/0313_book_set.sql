@@ -10,11 +10,12 @@
 -- name (so no two are neighbours: two bookings that overlap on a resource share that
 -- resource-day's lock, two of one patient the patient's). Then the calls' effects do not depend
 -- on their order, and one statement per table does what one call per message did: the locks,
--- then one look for redeliveries, stored appointments and neighbours. If any of those is found
--- the batch needs the per-call path: one row with role 'fallback' comes back, nothing written
--- (the locks stay: the engine sends the calls one by one, as before). Otherwise one 'apply' row
--- per member, as radsched_apply_appointment answers ('applied', or 'exists' when a concurrent
--- transaction stored the key meanwhile).
+-- one look for redeliveries and appointments stored under the keys (if any is found the batch
+-- needs the per-call path: one row with role 'fallback' comes back, nothing written, the locks
+-- stay, and the engine sends the calls one by one, as before), one for the stored neighbours,
+-- then the writes. Each member's rows come back as radsched_book's would: its neighbours
+-- ('other'), then one 'apply' row as radsched_apply_appointment answers ('applied', or
+-- 'exists' when a concurrent transaction stored the key meanwhile).
 
 CREATE FUNCTION radsched_book_set(
     p_book boolean[], p_locks bigint[], p_nlocks integer[], p_kinds text[], p_codes text[],
@@ -39,6 +40,8 @@ DECLARE
     v_res_member integer[] := '{}';
     v_journal bigint[];
     v_rows appointments[];
+    v_member_of integer[];
+    v_neighbour integer[];
 BEGIN
     FOR i IN 1 .. n LOOP
         v_key1 := v_key1 || p_keys[v_at + 1];
@@ -66,40 +69,6 @@ BEGIN
                        OFFSET 0) AS c)
        OR EXISTS (SELECT 1 FROM appointments AS x
                    WHERE x.appointment_key = ANY (p_keys) OR x.alt_key = ANY (p_keys))
-       OR EXISTS (
-            SELECT 1 FROM unnest(v_res_member, p_kinds, p_codes) AS q(i, kind, code)
-             CROSS JOIN LATERAL (
-                    SELECT 1 FROM appointment_resources AS s
-                     WHERE s.kind = q.kind AND s.code = q.code AND s.active
-                       AND s.kind <> 'service' AND s.end_at - s.start_at <= interval '2 hours'
-                       AND s.start_at > p_start[q.i] - interval '2 hours'
-                       AND s.start_at < p_end[q.i] AND s.end_at > p_start[q.i]
-                    OFFSET 0) AS s
-            UNION ALL
-            SELECT 1 FROM unnest(v_res_member, p_kinds, p_codes) AS q(i, kind, code)
-             CROSS JOIN LATERAL (
-                    SELECT 1 FROM appointment_resources AS b
-                     WHERE b.kind = q.kind AND b.code = q.code AND b.active
-                       AND b.kind <> 'service' AND b.end_at - b.start_at > interval '2 hours'
-                       AND NOT b.long_booking AND b.start_at > p_start[q.i] - interval '1 day'
-                       AND b.start_at < p_end[q.i] AND b.end_at > p_start[q.i]
-                    OFFSET 0) AS d
-            UNION ALL
-            SELECT 1 FROM unnest(v_res_member, p_kinds, p_codes) AS q(i, kind, code)
-             CROSS JOIN LATERAL (
-                    SELECT 1 FROM appointment_resources AS b
-                     WHERE b.kind = q.kind AND b.code = q.code AND b.active AND b.long_booking
-                       AND b.kind <> 'service' AND b.start_at < p_end[q.i]
-                       AND b.end_at > p_start[q.i]
-                    OFFSET 0) AS l
-            UNION ALL
-            SELECT 1 FROM generate_subscripts(p_book, 1) AS i
-             CROSS JOIN LATERAL (
-                    SELECT 1 FROM appointments AS x
-                     WHERE p_book[i] AND p_patient[i] <> '' AND x.patient_key = p_patient[i]
-                       AND x.active AND x.patient_key <> '' AND x.datetime < p_to[i]
-                       AND x.end_at > p_from[i]
-                    OFFSET 0) AS p)
     THEN
         RETURN QUERY SELECT 0, 'fallback'::text, NULL::integer, NULL::text, NULL::text,
             NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::timestamptz,
@@ -107,6 +76,46 @@ BEGIN
             NULL::appointments;
         RETURN;
     END IF;
+
+    -- The stored neighbours of each booking (no other member of the batch can be one: see
+    -- above), read before anything is written, as radsched_book reads them (same branches).
+    SELECT array_agg(h.i ORDER BY h.i, h.aid), array_agg(h.aid ORDER BY h.i, h.aid)
+      INTO v_member_of, v_neighbour
+      FROM (SELECT DISTINCT u.i, u.aid FROM (
+                SELECT q.i, s.aid FROM unnest(v_res_member, p_kinds, p_codes) AS q(i, kind, code)
+                 CROSS JOIN LATERAL (
+                        SELECT s.appointment_id AS aid FROM appointment_resources AS s
+                         WHERE s.kind = q.kind AND s.code = q.code AND s.active
+                           AND s.kind <> 'service' AND s.end_at - s.start_at <= interval '2 hours'
+                           AND s.start_at > p_start[q.i] - interval '2 hours'
+                           AND s.start_at < p_end[q.i] AND s.end_at > p_start[q.i]
+                        OFFSET 0) AS s
+                UNION ALL
+                SELECT q.i, d.aid FROM unnest(v_res_member, p_kinds, p_codes) AS q(i, kind, code)
+                 CROSS JOIN LATERAL (
+                        SELECT b.appointment_id AS aid FROM appointment_resources AS b
+                         WHERE b.kind = q.kind AND b.code = q.code AND b.active
+                           AND b.kind <> 'service' AND b.end_at - b.start_at > interval '2 hours'
+                           AND NOT b.long_booking AND b.start_at > p_start[q.i] - interval '1 day'
+                           AND b.start_at < p_end[q.i] AND b.end_at > p_start[q.i]
+                        OFFSET 0) AS d
+                UNION ALL
+                SELECT q.i, l.aid FROM unnest(v_res_member, p_kinds, p_codes) AS q(i, kind, code)
+                 CROSS JOIN LATERAL (
+                        SELECT b.appointment_id AS aid FROM appointment_resources AS b
+                         WHERE b.kind = q.kind AND b.code = q.code AND b.active AND b.long_booking
+                           AND b.kind <> 'service' AND b.start_at < p_end[q.i]
+                           AND b.end_at > p_start[q.i]
+                        OFFSET 0) AS l
+                UNION ALL
+                SELECT i, p.aid FROM generate_subscripts(p_book, 1) AS i
+                 CROSS JOIN LATERAL (
+                        SELECT x.id AS aid FROM appointments AS x
+                         WHERE p_book[i] AND p_patient[i] <> '' AND x.patient_key = p_patient[i]
+                           AND x.active AND x.patient_key <> '' AND x.datetime < p_to[i]
+                           AND x.end_at > p_from[i]
+                        OFFSET 0) AS p
+            ) AS u) AS h;
 
     v_journal := ARRAY(SELECT nextval('hl7_messages_id_seq') FROM generate_series(1, n));
     WITH ins AS (
@@ -161,6 +170,20 @@ BEGIN
      CROSS JOIN LATERAL jsonb_populate_record(NULL::hl7_messages, p_meta[i]) AS m
      ORDER BY i;
 
+    IF v_neighbour IS NOT NULL THEN
+        RETURN QUERY
+        SELECT h.i, 'other'::text, a.id, a.appointment_key, a.status, a.urgency, a.datetime,
+               a.end_at, a.patient_key, a.last_event_time, a.last_message_id, NULL::jsonb,
+               (SELECT coalesce(jsonb_agg(jsonb_build_array(r.kind, r.code, r.text,
+                                                            r.coding_system, r.role)
+                                          ORDER BY r.id), '[]'::jsonb)
+                  FROM appointment_resources AS r WHERE r.appointment_id = a.id),
+               NULL::text, NULL::text, NULL::bigint, NULL::appointments
+          FROM unnest(v_member_of, v_neighbour) AS h(i, aid)
+          JOIN appointments AS a ON a.id = h.aid
+         WHERE a.active
+         ORDER BY h.i, a.datetime, a.id;
+    END IF;
     RETURN QUERY
     SELECT i, 'apply'::text, NULL::integer, NULL::text, NULL::text, NULL::text,
            NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::timestamptz, NULL::bigint,
