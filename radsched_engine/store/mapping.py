@@ -179,8 +179,18 @@ def resource_rows(resources: tuple[Resource, ...]) -> list[dict[str, Any]]:
     return rows
 
 
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+
+
 def jsonable(value: Any) -> Any:
     """``value`` as plain JSON types (dataclasses, enums, dates, tuples and sets converted)."""
+    kind = type(value)
+    if kind in _PLAIN:                 # most values (exact types: an enum is not a plain str)
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [jsonable(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
