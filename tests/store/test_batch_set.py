@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -13,7 +14,7 @@ import asyncpg
 from radsched_engine import metrics
 from radsched_engine.exchange import Exchange, Outcome
 from radsched_engine.store import Store
-from radsched_engine.store.appointments import PersistCall, set_wise
+from radsched_engine.store.appointments import PersistCall, persist_set, set_wise
 from radsched_engine.store.group import GroupUnitOfWork
 from tests.conflicts.helpers import Channel, findings, siu
 from tests.store.helpers import fetch
@@ -65,8 +66,9 @@ async def held_batch(store: Store, db_url: str, channel: Channel, messages: list
 
 def bookings(n: int, tag: str) -> list[bytes]:
     """``n`` new bookings with nothing in common (room, patient, keys, control ids)."""
+    first = datetime(2026, 3, 10, 9, 0)
     return [siu(control=f"{tag}{i}", filler=f"{tag}{i}", mrn=f"M{tag}{i}", room=f"R{tag}{i}",
-                staff=(f"T{tag}{i}", "TECH"), start=f"202603{10 + i:02d}0900")
+                staff=(f"T{tag}{i}", "TECH"), start=f"{first + timedelta(hours=i):%Y%m%d%H%M}")
             for i in range(n)]
 
 
@@ -216,3 +218,58 @@ def test_only_calls_that_cannot_see_each_other_are_set_wise() -> None:
     no_resources = call("B", message=2, locks=[2])
     no_resources = PersistCall(no_resources.context, (*no_resources.apply[:8], None, False))
     assert not set_wise([call("A", message=1, locks=[1]), no_resources])
+
+
+class _Capture:
+    """Stands in for a batch member's connection: keeps the persist call, sends nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[PersistCall] = []
+
+    async def park(self, call: PersistCall) -> list[Any]:
+        self.calls.append(call)
+        raise _Captured
+
+
+class _Captured(Exception):
+    pass
+
+
+async def test_the_set_based_statement_reads_only_what_its_bookings_name(
+        store: Store, db_url: str) -> None:
+    """Its redelivery, stored-key and neighbour lookups are index probes per booking, whatever the
+    number of stored messages (a join planned over every accepted journal row once made each
+    batch read them all): with 300 bookings stored, two new ones read no stored row."""
+    channel = Channel(store)
+    for raw in bookings(300, "B"):
+        assert (await channel.send(raw)).outcome is Outcome.ACCEPTED
+    capture = _Capture()
+    stages = {s.name: s.stage for s in channel.pipeline._transactional}
+    for raw in bookings(2, "Z"):
+        ex = Exchange(raw, channel.name, "127.0.0.1:5000", datetime.now(UTC))
+        await channel.pipeline._run_steps(channel.pipeline._plain, ex)   # parse, validate
+        ex.tx = capture
+        await stages["conflict_check"](ex)
+        try:
+            await stages["persist"](ex)
+        except _Captured:
+            pass
+    assert len(capture.calls) == 2 and set_wise(capture.calls)
+
+    reads = ("SELECT t.relname, coalesce(t.seq_tup_read, 0) + coalesce((SELECT sum(i.idx_tup_read) "
+             "FROM pg_stat_user_indexes AS i WHERE i.relid = t.relid), 0) AS n "
+             "FROM pg_stat_user_tables AS t WHERE t.relname IN ('hl7_messages', 'appointments', "
+             "'appointment_resources')")
+    async with store.connection() as conn:
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        before = {r["relname"]: r["n"] for r in await conn.fetch(reads)}
+        async with conn.transaction():
+            rows = await persist_set(conn, capture.calls)
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        after = {r["relname"]: r["n"] for r in await conn.fetch(reads)}
+    assert rows is not None and [r[-1]["result"] for r in rows] == ["applied", "applied"]
+    # (With the journal lookup planned as a join over every accepted row: hl7_messages 300.)
+    assert {name: after[name] - before[name] for name in after} == {
+        "hl7_messages": 0, "appointments": 0, "appointment_resources": 0}
