@@ -352,6 +352,7 @@ class _Parking:
         elif waiting:
             await asyncio.gather(*(self.tasks[i] for i, _, _ in waiting), return_exceptions=True)
 
+
 def _after_ready(name: str) -> Any:
     """A ``_MemberConnection`` method: the batch connection's ``name`` once the parked calls
     before it are written."""
