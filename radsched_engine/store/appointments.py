@@ -165,10 +165,10 @@ async def persist_rows(conn: Any, call: PersistCall) -> list[Mapping[str, Any]]:
 
 
 _SET = ("SELECT * FROM radsched_book_set($1::boolean[], $2::bigint[], $3::integer[], "
-        "$4::text[], $5::text[], $6::integer[], $7::timestamptz[], $8::timestamptz[], "
-        "$9::text[], $10::timestamptz[], $11::timestamptz[], $12::jsonb[], $13::bytea[], "
-        "$14::bytea[], $15::bigint[], $16::text[], $17::integer[], $18::text[], "
-        "$19::timestamptz[], $20::jsonb[], $21::text[]::jsonb[], $22::boolean[])")   # migration 0313
+        "$4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], "
+        "$9::timestamptz[], $10::timestamptz[], $11::jsonb[], $12::bytea[], $13::bytea[], "
+        "$14::bigint[], $15::text[], $16::text[], $17::text[], $18::timestamptz[], $19::jsonb[], "
+        "$20::text[]::jsonb[])")                                                  # migration 0313
 
 
 def set_wise(calls: Sequence[PersistCall]) -> bool:
@@ -202,41 +202,33 @@ async def persist_set(conn: asyncpg.Connection,
     appointment, a neighbour): nothing was written, the locks are held."""
     book: list[bool] = []
     locks: list[int] = []
-    nlocks: list[int] = []
+    res_member: list[int] = []
     kinds: list[str] = []
     codes: list[str] = []
-    nres: list[int] = []
     context: list[list[Any]] = [[] for _ in range(5)]       # start, end, patient, from, to
     apply: list[list[Any]] = [[] for _ in range(10)]
-    keys: list[str] = []
-    nkeys: list[int] = []
-    for call in calls:
+    for member, call in enumerate(calls, start=1):
+        book.append(call.context is not None)
         if call.context is None:
-            book.append(False)
-            nlocks.append(-1)
-            nres.append(-1)
             for column in context:
                 column.append(None)
         else:
             call_locks, call_kinds, call_codes, *rest = call.context
-            book.append(True)
-            nlocks.append(-1 if call_locks is None else len(call_locks))
             locks.extend(call_locks or ())
-            nres.append(-1 if call_kinds is None else len(call_kinds))
-            kinds.extend(call_kinds or ())
-            codes.extend(call_codes or ())
+            kinds.extend(call_kinds)                     # (set_wise: never None)
+            codes.extend(call_codes)
+            res_member.extend([member] * len(call_kinds))
             for column, value in zip(context, rest, strict=True):
                 column.append(value)
         for column, value in zip(apply, call.apply, strict=True):
             column.append(value)
-        keys.extend(call.apply[4])
-        nkeys.append(len(call.apply[4]))
-    meta, raw, hashes, message_locks, _, triggers, event_times, fields, resources, merge = apply
+    meta, raw, hashes, message_locks, keys, triggers, event_times, fields, resources, _ = apply
     # (A list of lists would be taken for a two-dimensional array: each as JSON text.)
     resources = [orjson.dumps(r).decode() for r in resources]
-    rows = await conn.fetch(_SET, book, locks, nlocks, kinds, codes, nres, *context, meta, raw,
-                            hashes, message_locks, keys, nkeys, triggers, event_times, fields,
-                            resources, merge)
+    rows = await conn.fetch(_SET, book, locks, res_member, kinds, codes, *context, meta, raw,
+                            hashes, message_locks, [k[0] for k in keys],
+                            [k[1] if len(k) > 1 else None for k in keys], triggers, event_times,
+                            fields, resources)
     if rows and rows[0]["role"] == "fallback":
         return None
     out: list[list[Mapping[str, Any]]] = [[] for _ in calls]

@@ -226,9 +226,9 @@ class GroupUnitOfWork(UnitOfWork):
                         if ex.outcome is not None and not ex.outcome.accepted:
                             break                  # the members after it wait for the next batch
                     await parking.settle()
-                    for task in parking.tasks:
-                        if task.exception() is not None:
-                            raise task.exception()          # type: ignore[misc]
+                    failure = next((e for e in map(asyncio.Task.exception, parking.tasks) if e), None)
+                    if failure is not None:
+                        raise failure
                     for member in batch:
                         outcome = member.exchange.outcome or Outcome.ACCEPTED
                         if not outcome.accepted:
@@ -375,16 +375,18 @@ class _MemberConnection:
         self._called = False
 
     async def park(self, call: PersistCall) -> list[Any]:
-        if self._called:
-            raise RuntimeError("a batch member used the connection after its persist call")
+        self._unused()
         self._called = True
         return await self._parking.park(self._index, call)
 
     async def _ready(self) -> None:
-        if self._called:
-            raise RuntimeError("a batch member used the connection after its persist call")
+        self._unused()
         if self._parking._waiting:
             await self._parking.settle(everyone=False)
+
+    def _unused(self) -> None:
+        if self._called:
+            raise RuntimeError("a batch member used the connection after its persist call")
 
     execute = _after_ready("execute")
     executemany = _after_ready("executemany")

@@ -3,8 +3,9 @@
 -- A group-commit batch ran one statement per message (radsched_book, or radsched_apply_appointment
 -- when the channel has no conflict check), each a PL/pgSQL call of some twenty statements for one
 -- row per table. The engine sends a batch's calls here together, as arrays (member i's arguments
--- at index i; the ragged ones flattened, with one count per member: p_nlocks / p_nres of -1 mean
--- NULL, no locks / no probe; p_book[i] false = a call without conflict check), when it has
+-- at index i; every member's lock keys in p_locks, every probed resource in p_kinds / p_codes
+-- with its member in p_res_member; p_key2[i] NULL when the message has one id; p_book[i] false =
+-- a call without conflict check, no neighbour probe), when it has
 -- checked that they cannot see each other (``appointments.set_wise``): every call an S12 with
 -- resources and no order references, no two with a common appointment key, message or lock
 -- name (so no two are neighbours: two bookings that overlap on a resource share that
@@ -18,11 +19,11 @@
 -- 'exists' when a concurrent transaction stored the key meanwhile).
 
 CREATE FUNCTION radsched_book_set(
-    p_book boolean[], p_locks bigint[], p_nlocks integer[], p_kinds text[], p_codes text[],
-    p_nres integer[], p_start timestamptz[], p_end timestamptz[], p_patient text[],
-    p_from timestamptz[], p_to timestamptz[], p_meta jsonb[], p_raw bytea[], p_hash bytea[],
-    p_lock bigint[], p_keys text[], p_nkeys integer[], p_trigger text[],
-    p_event_time timestamptz[], p_fields jsonb[], p_resources jsonb[], p_merge boolean[])
+    p_book boolean[], p_locks bigint[], p_res_member integer[], p_kinds text[], p_codes text[],
+    p_start timestamptz[], p_end timestamptz[], p_patient text[], p_from timestamptz[],
+    p_to timestamptz[], p_meta jsonb[], p_raw bytea[], p_hash bytea[], p_lock bigint[],
+    p_key1 text[], p_key2 text[], p_trigger text[], p_event_time timestamptz[],
+    p_fields jsonb[], p_resources jsonb[])
 RETURNS TABLE (member integer, role text, id integer, appointment_key text, status text,
                urgency text, start_at timestamptz, end_at timestamptz, patient_key text,
                last_event_time timestamptz, last_message_id bigint, conflicts jsonb,
@@ -31,27 +32,11 @@ RETURNS TABLE (member integer, role text, id integer, appointment_key text, stat
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 #variable_conflict use_column
 DECLARE
-    n integer := cardinality(p_book);
-    i integer;
-    j integer;
-    v_at integer := 0;
-    v_key1 text[] := '{}';
-    v_key2 text[] := '{}';
-    v_res_member integer[] := '{}';
     v_journal bigint[];
     v_rows appointments[];
     v_member_of integer[];
     v_neighbour integer[];
 BEGIN
-    FOR i IN 1 .. n LOOP
-        v_key1 := v_key1 || p_keys[v_at + 1];
-        v_key2 := v_key2 || CASE WHEN p_nkeys[i] > 1 THEN p_keys[v_at + 2] END;
-        v_at := v_at + p_nkeys[i];
-        FOR j IN 1 .. greatest(p_nres[i], 0) LOOP
-            v_res_member := v_res_member || i;
-        END LOOP;
-    END LOOP;
-
     PERFORM pg_advisory_xact_lock(s.k)
        FROM (SELECT DISTINCT k FROM unnest(p_locks) AS k) AS s ORDER BY s.k;
     PERFORM pg_advisory_xact_lock(s.k)
@@ -68,7 +53,8 @@ BEGIN
                           AND m.outcome = 'accepted' AND m.control_id <> ''
                        OFFSET 0) AS c)
        OR EXISTS (SELECT 1 FROM appointments AS x
-                   WHERE x.appointment_key = ANY (p_keys) OR x.alt_key = ANY (p_keys))
+                   WHERE x.appointment_key = ANY (p_key1 || p_key2)
+                      OR x.alt_key = ANY (p_key1 || p_key2))
     THEN
         RETURN QUERY SELECT 0, 'fallback'::text, NULL::integer, NULL::text, NULL::text,
             NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::timestamptz,
@@ -82,7 +68,7 @@ BEGIN
     SELECT array_agg(h.i ORDER BY h.i, h.aid), array_agg(h.aid ORDER BY h.i, h.aid)
       INTO v_member_of, v_neighbour
       FROM (SELECT DISTINCT u.i, u.aid FROM (
-                SELECT q.i, s.aid FROM unnest(v_res_member, p_kinds, p_codes) AS q(i, kind, code)
+                SELECT q.i, s.aid FROM unnest(p_res_member, p_kinds, p_codes) AS q(i, kind, code)
                  CROSS JOIN LATERAL (
                         SELECT s.appointment_id AS aid FROM appointment_resources AS s
                          WHERE s.kind = q.kind AND s.code = q.code AND s.active
@@ -91,7 +77,7 @@ BEGIN
                            AND s.start_at < p_end[q.i] AND s.end_at > p_start[q.i]
                         OFFSET 0) AS s
                 UNION ALL
-                SELECT q.i, d.aid FROM unnest(v_res_member, p_kinds, p_codes) AS q(i, kind, code)
+                SELECT q.i, d.aid FROM unnest(p_res_member, p_kinds, p_codes) AS q(i, kind, code)
                  CROSS JOIN LATERAL (
                         SELECT b.appointment_id AS aid FROM appointment_resources AS b
                          WHERE b.kind = q.kind AND b.code = q.code AND b.active
@@ -100,7 +86,7 @@ BEGIN
                            AND b.start_at < p_end[q.i] AND b.end_at > p_start[q.i]
                         OFFSET 0) AS d
                 UNION ALL
-                SELECT q.i, l.aid FROM unnest(v_res_member, p_kinds, p_codes) AS q(i, kind, code)
+                SELECT q.i, l.aid FROM unnest(p_res_member, p_kinds, p_codes) AS q(i, kind, code)
                  CROSS JOIN LATERAL (
                         SELECT b.appointment_id AS aid FROM appointment_resources AS b
                          WHERE b.kind = q.kind AND b.code = q.code AND b.active AND b.long_booking
@@ -117,7 +103,7 @@ BEGIN
                         OFFSET 0) AS p
             ) AS u) AS h;
 
-    v_journal := ARRAY(SELECT nextval('hl7_messages_id_seq') FROM generate_series(1, n));
+    v_journal := ARRAY(SELECT nextval('hl7_messages_id_seq') FROM generate_subscripts(p_book, 1));
     WITH ins AS (
         INSERT INTO appointments AS x (
             appointment_key, alt_key, channel, sending_application, sending_facility,
@@ -125,7 +111,7 @@ BEGIN
             datetime, duration, end_at, status, status_raw, referring_physician, urgency, notes,
             reason, conflicts, placer_id, filler_id, order_refs, last_trigger, last_event_time,
             last_message_id)
-        SELECT v_key1[i], v_key2[i], p_meta[i]->>'channel',
+        SELECT p_key1[i], p_key2[i], p_meta[i]->>'channel',
                coalesce(p_meta[i]->>'sending_application', ''),
                coalesce(p_meta[i]->>'sending_facility', ''),
                coalesce(r.patient_id, ''), coalesce(r.patient_name, ''), r.patient_phone,
@@ -151,7 +137,7 @@ BEGIN
            coalesce(n.end_at, coalesce(n.start_at, a.datetime) + (a.end_at - a.datetime)),
            n.start_at IS NOT NULL, a.active
       FROM generate_subscripts(p_book, 1) AS i
-      JOIN unnest(v_rows) AS a ON a.appointment_key = v_key1[i]
+      JOIN unnest(v_rows) AS a ON a.appointment_key = p_key1[i]
      CROSS JOIN LATERAL jsonb_to_recordset(p_resources[i]) AS n(
            kind text, code text, text text, coding_system text, role text, action text,
            start_at timestamptz, end_at timestamptz)
@@ -166,7 +152,7 @@ BEGIN
            coalesce(m.sending_facility, ''), coalesce(m.message_type, ''), p_raw[i], p_hash[i],
            m.outcome, m.ack_code, m.error_code, m.error_location, m.error, m.warnings, a.id
       FROM generate_subscripts(p_book, 1) AS i
-      JOIN unnest(v_rows) AS a ON a.appointment_key = v_key1[i]
+      JOIN unnest(v_rows) AS a ON a.appointment_key = p_key1[i]
      CROSS JOIN LATERAL jsonb_populate_record(NULL::hl7_messages, p_meta[i]) AS m
      ORDER BY i;
 
@@ -189,10 +175,10 @@ BEGIN
            NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::timestamptz, NULL::bigint,
            NULL::jsonb, NULL::jsonb,
            CASE WHEN a.id IS NULL THEN 'exists' ELSE 'applied' END,
-           CASE WHEN a.id IS NULL THEN v_key1[i] END,
+           CASE WHEN a.id IS NULL THEN p_key1[i] END,
            CASE WHEN a.id IS NULL THEN NULL ELSE v_journal[i] END, a
       FROM generate_subscripts(p_book, 1) AS i
-      LEFT JOIN unnest(v_rows) AS a ON a.appointment_key = v_key1[i]
+      LEFT JOIN unnest(v_rows) AS a ON a.appointment_key = p_key1[i]
      ORDER BY i;
 END
 $$;
