@@ -19,7 +19,15 @@ log = structlog.get_logger("radsched.pipeline")
 
 
 class Stage(Protocol):
-    """A configured stage: set up once in ``__init__``, then called once per message."""
+    """A configured stage: set up once in ``__init__``, then called once per message.
+
+    A transactional stage may also have ``prepare(exchange) -> None``: the part of its work that
+    needs neither the database nor anything an earlier stage does in the transaction, run in
+    stage order just before the message joins the unit of work (so a group-commit batch does
+    not hold its transaction open while it is done). It leaves its results in
+    ``exchange.data`` for the stage's call, must not raise for bad input (it prepares nothing
+    and lets the call answer) and must stay valid if the call is run again after a rollback.
+    """
 
     async def __call__(self, exchange: Exchange) -> None: ...
 
@@ -109,6 +117,10 @@ class Step:
     name: str
     stage: Stage
     duration: Any                    # histogram child for (channel, stage)
+    prepare: Callable[[Exchange], None] | None = None
+
+
+PREPARED_SECONDS = "prepared_seconds"    # exchange.data: stage name -> seconds its prepare took
 
 
 class Pipeline:
@@ -137,7 +149,8 @@ class Pipeline:
                 bind(names)
 
     def _step(self, spec: StageSpec, stage: Stage) -> Step:
-        return Step(spec.name, stage, metrics.STAGE_SECONDS.labels(self.channel, spec.name))
+        return Step(spec.name, stage, metrics.STAGE_SECONDS.labels(self.channel, spec.name),
+                    getattr(stage, "prepare", None) if spec.transactional else None)
 
     @property
     def stage_names(self) -> list[str]:
@@ -148,6 +161,9 @@ class Pipeline:
         await self._run_steps(self._plain, exchange)
         uow = self.unit_of_work
         try:
+            if exchange.outcome is None and self._transactional:
+                assert uow is not None
+                self._prepare(exchange)
             if exchange.outcome is None and self._transactional:
                 assert uow is not None
                 run = getattr(uow, "run", None)
@@ -172,10 +188,33 @@ class Pipeline:
         if exchange.outcome is None:
             exchange.outcome = Outcome.ACCEPTED
 
+    def _prepare(self, exchange: Exchange) -> None:
+        """The transactional stages' ``prepare`` hooks, in order, before the transaction."""
+        seconds: dict[str, float] = {}
+        for step in self._transactional:
+            if step.prepare is None:
+                continue
+            started = time.perf_counter()
+            try:
+                step.prepare(exchange)
+            except Exception as exc:       # a bug: answered as a failing stage would be
+                log.exception("stage_failed", channel=self.channel, stage=step.name,
+                              control_id=exchange.control_id, error=type(exc).__name__)
+                exchange.outcome = Outcome.ERROR
+                exchange.problem = Problem(
+                    207, f"{HL7_ERROR_TEXT[207]} in stage {step.name}: {type(exc).__name__}")
+                metrics.STAGE_OUTCOMES.labels(self.channel, step.name, exchange.outcome.value).inc()
+                return
+            finally:
+                seconds[step.name] = time.perf_counter() - started
+        if seconds:
+            exchange.data[PREPARED_SECONDS] = seconds
+
     async def _transaction_body(self, exchange: Exchange) -> None:
         await self._run_steps(self._transactional, exchange)
 
     async def _run_steps(self, steps: list[Step], exchange: Exchange) -> None:
+        prepared = exchange.data.get(PREPARED_SECONDS) or {}
         for step in steps:
             if exchange.outcome is not None:
                 return
@@ -201,7 +240,7 @@ class Pipeline:
                 exchange.problem = Problem(
                     207, f"{HL7_ERROR_TEXT[207]} in stage {step.name}: {type(exc).__name__}")
             finally:
-                step.duration.observe(time.perf_counter() - started)
+                step.duration.observe(time.perf_counter() - started + prepared.get(step.name, 0.0))
             if exchange.outcome is not None:
                 metrics.STAGE_OUTCOMES.labels(self.channel, step.name, exchange.outcome.value).inc()
 

@@ -27,8 +27,8 @@ Per SIU message, before ``persist`` and in the same transaction:
    Claude service exists (the review runs after commit and never delays the ACK).
 
 An S12 (a new booking: nothing stored is needed to build its candidate) takes a shorter road
-when ``persist`` follows in the channel: the stage leaves its request in the exchange and
-persist sends it with its write (``radsched_book``: locks taken and neighbours read first,
+when ``persist`` follows in the channel: the stage builds its request before the transaction
+(``prepare``), leaves it in the exchange, and persist sends it with its write (``radsched_book``: locks taken and neighbours read first,
 then the booking written with its redelivery check, one call); the rules then run on what
 was read (``_finish``), and the findings and mirrors are written with the commit
 (``store.deferred``), or before any later message of the same group-commit transaction that
@@ -54,7 +54,7 @@ from .. import metrics, pipeline
 from ..conflicts import findings as stored
 from ..conflicts.bookings import booking_from_stored, candidate, lock_names, slot_resources
 from ..domain.model import AppointmentEvent
-from ..errors import Retry
+from ..errors import Retry, Signal
 from ..exchange import Exchange
 from ..rules import Booking, Finding, FindingSummary, RulesConfig, RuleSet
 from ..store import appointments, deferred, journal, mapping, outbox
@@ -126,7 +126,27 @@ class ConflictCheckStage:
         mine = names.index("conflict_check") if "conflict_check" in names else len(names)
         self.combined = "persist" in names[mine + 1:]
 
+    def prepare(self, exchange: Exchange) -> None:
+        """Before the transaction: an S12's request for persist's write (``_request``), which
+        needs nothing stored (only with persist after this stage)."""
+        if not self.combined:
+            return
+        from ..domain.extract import event_for
+
+        try:
+            event = event_for(exchange, self.tz)
+        except Signal:
+            return                         # the call raises it again (persist answers it)
+        if not isinstance(event, AppointmentEvent) or event.trigger != "S12" or event.start is None:
+            return
+        keys = appointments.appointment_keys(self.channel, event)
+        booking = candidate(event, keys[0], None, self.rules.catalog) if keys else None
+        if booking is not None and booking.active:
+            self._request(exchange, keys, booking)
+
     async def __call__(self, exchange: Exchange) -> None:
+        if CHECK_REQUEST in exchange.data:
+            return                         # prepared (``prepare``): persist sends it
         from ..domain.extract import event_for
 
         event = exchange.data["event"] if "event" in exchange.data else event_for(exchange, self.tz)
@@ -154,22 +174,10 @@ class ConflictCheckStage:
         if not booking.active:
             await self._release(exchange, event, keys, before)
             return
-        locks = lock_names(booking) + (lock_names(booking_from_stored(before)) if before else [])
         if event.trigger == "S12" and self.combined:
-            # Nothing stored is needed to name what to look at: persist sends this request with
-            # its write (one round trip) and hands the neighbourhood back to ``_finish``.
-            # The findings that need no neighbour (preparation advice, calendars, ...) are
-            # known now and stored with the booking; only neighbours can change them later.
-            # (No claim: the write's own redelivery check answers a redelivery, and the rules
-            # then never run.)
-            alone = self.rules.evaluate(booking, [], exchange.received_at)
-            written = [stored.entry(f, {}) for f in alone]
-            exchange.data[CHECK_REQUEST] = ContextRequest(
-                keys, tuple(locks), None, tuple(slot_resources(booking)), booking.start,
-                booking.end, booking.patient_key, self.rules.window(booking), written)
-            exchange.data[CHECK_FINISH] = lambda found, row: self._finish(
-                exchange, booking, found, row, alone, written)
+            self._request(exchange, keys, booking)
             return
+        locks = lock_names(booking) + (lock_names(booking_from_stored(before)) if before else [])
         request = ContextRequest(
             keys, tuple(locks), _claim(exchange, self.channel), tuple(slot_resources(booking)),
             booking.start, booking.end, booking.patient_key, self.rules.window(booking))
@@ -190,6 +198,21 @@ class ConflictCheckStage:
                             add=stored.mirrors(results, booking.key, own_id, ids))
         if self.review:
             self._queue_review(exchange, booking, own_id)
+
+    def _request(self, exchange: Exchange, keys: tuple[str, ...], booking: Booking) -> None:
+        """A new booking (S12, persist after this stage): nothing stored is needed to name what
+        to look at, so persist sends this request with its write (one round trip) and hands the
+        neighbourhood back to ``_finish``. The findings that need no neighbour (preparation
+        advice, calendars, ...) are known now and stored with the booking; only neighbours can
+        change them later. (No claim: the write's own redelivery check answers a redelivery,
+        and the rules then never run.)"""
+        alone = self.rules.evaluate(booking, [], exchange.received_at)
+        written = [stored.entry(f, {}) for f in alone]
+        exchange.data[CHECK_REQUEST] = ContextRequest(
+            keys, tuple(lock_names(booking)), None, tuple(slot_resources(booking)), booking.start,
+            booking.end, booking.patient_key, self.rules.window(booking), written)
+        exchange.data[CHECK_FINISH] = lambda found, row: self._finish(
+            exchange, booking, found, row, alone, written)
 
     def _finish(self, exchange: Exchange, booking: Booking, found: Neighbourhood,
                 row: dict[str, Any] | None, alone: list[Finding],

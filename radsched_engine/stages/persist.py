@@ -58,10 +58,13 @@ import asyncpg
 from .. import pipeline
 from ..domain.extract import event_for
 from ..domain.model import AppointmentEvent, OrderEvent
-from ..errors import Drop, Location, Problem, Reject, Retry
+from ..errors import Drop, Location, Problem, Reject, Retry, Signal
 from ..exchange import Exchange, Outcome
 from ..store import appointments, journal, mapping, orders
-from ..store.conflicts import CHECK_FINISH, CHECK_REQUEST
+from ..store.conflicts import CHECK_FINISH, CHECK_REQUEST, ContextRequest
+
+# exchange.data: (request, conflicts, warnings so far, call) as ``prepare`` built them
+_PREPARED = "persist_call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,46 @@ class PersistStage:
             raise Retry(206, f"record locked by another message ({type(exc).__name__})",
                         user_text="The record is being changed by another message; resend later.")
 
+    def prepare(self, exchange: Exchange) -> None:
+        """Before the transaction: an SIU event's statement (``_call``), from the message and
+        what the stages before it prepared; the call builds it again if those changed."""
+        try:
+            event = event_for(exchange, self.tz)
+        except Signal:
+            return                         # the call raises it again
+        if not isinstance(event, AppointmentEvent) or event.trigger not in mapping.TRIGGER_STATUS:
+            return
+        keys = appointments.appointment_keys(self.channel, event)
+        if not keys or (event.trigger == "S12" and event.start is None):
+            return
+        request = exchange.data.get(CHECK_REQUEST)
+        if request is not None and request.keys != keys:
+            request = None
+        conflicts = exchange.data.get("conflicts") if request is None else None
+        exchange.data[_PREPARED] = (request, conflicts, len(exchange.warnings),
+                                    self._call(exchange, event, keys, request, conflicts))
+
+    def _call(self, exchange: Exchange, event: AppointmentEvent, keys: tuple[str, ...],
+              request: ContextRequest | None, conflicts: Any) -> appointments.PersistCall:
+        """The event's persist statement: with conflict_check's S12 ``request`` its
+        neighbourhood is read in the same call; the findings stored with the write are the
+        request's (known before the write; more may follow) or ``conflicts``."""
+        extra: dict[str, Any] = {}
+        if request is not None:
+            extra["conflicts"] = request.conflicts or []
+        elif conflicts is not None:
+            extra["conflicts"] = conflicts
+        fields = mapping.appointment_patch(event, default_duration=self.default_duration, **extra)
+        resources = mapping.resource_rows(event.resources)
+        meta = journal.meta(exchange, Outcome.ACCEPTED)
+        return appointments.persist_call(
+            request, meta=meta, raw=exchange.raw, content_hash=journal.content_hash(exchange),
+            message_lock=journal.message_lock(self.channel, meta["sending_application"],
+                                              meta["sending_facility"], meta["control_id"]),
+            keys=keys, trigger=event.trigger, event_time=event.event_time, fields=fields,
+            resources=resources if resources and event.trigger in ("S12", "S13", "S14") else None,
+            merge=event.trigger == "S14")
+
     async def _appointment(self, exchange: Exchange, event: AppointmentEvent) -> None:
         if event.trigger not in mapping.TRIGGER_STATUS:
             raise Reject(201, f"SIU trigger {event.trigger} is not handled", "MSH-9.2")
@@ -100,33 +143,23 @@ class PersistStage:
             raise Reject(101, "appointment id missing: neither SCH-1 nor SCH-2 is valued", "SCH-1")
         if event.trigger == "S12" and event.start is None:
             raise Reject(101, "appointment start missing (TQ1-7 / SCH-11.4)", "SCH-11")
-        extra: dict[str, Any] = {}
         request = exchange.data.pop(CHECK_REQUEST, None)
         if request is not None and request.keys != keys:
             request = None
-        if request is not None:        # (the findings known before the write; more may follow)
-            extra["conflicts"] = request.conflicts or []
-        elif "conflicts" in exchange.data:
-            extra["conflicts"] = exchange.data["conflicts"]
-        fields = mapping.appointment_patch(event, default_duration=self.default_duration, **extra)
-        resources = mapping.resource_rows(event.resources)
-        meta = journal.meta(exchange, Outcome.ACCEPTED)
-        args: dict[str, Any] = dict(
-            meta=meta, raw=exchange.raw, content_hash=journal.content_hash(exchange),
-            message_lock=journal.message_lock(self.channel, meta["sending_application"],
-                                              meta["sending_facility"], meta["control_id"]),
-            keys=keys, trigger=event.trigger, event_time=event.event_time, fields=fields,
-            resources=resources if resources and event.trigger in ("S12", "S13", "S14") else None,
-            merge=event.trigger == "S14")
-        if request is not None:        # conflict_check's S12 neighbourhood, in the same call
-            try:
-                found, done = await appointments.check_and_apply(exchange.tx, request, **args)
-            except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as exc:
-                raise Retry(206, f"booking slot locked by another message ({type(exc).__name__})",
-                            user_text="The schedule is being changed by another message; resend "
-                                      "later.")
+        conflicts = exchange.data.get("conflicts") if request is None else None
+        prepared = exchange.data.get(_PREPARED)
+        if (prepared is not None and prepared[0] is request and prepared[1] is conflicts
+                and prepared[2] == len(exchange.warnings)):
+            call = prepared[3]         # built by ``prepare`` from the same inputs
         else:
-            found, done = None, await appointments.apply_appointment(exchange.tx, **args)
+            call = self._call(exchange, event, keys, request, conflicts)
+        try:
+            found, done = await appointments.send(exchange.tx, call)
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as exc:
+            if request is None:
+                raise
+            raise Retry(206, f"booking slot locked by another message ({type(exc).__name__})",
+                        user_text="The schedule is being changed by another message; resend later.")
         self._settle(exchange, done.result, done.detail, keys[0])
         exchange.data["appointment_id"] = done.appointment["id"] if done.appointment else None
         exchange.data["appointment"] = done.appointment

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from radsched_engine.domain.model import NULL, AppointmentEvent, Order, OrderEvent, Patient, Phone, Resource
+from radsched_engine.errors import Problem
 from radsched_engine.exchange import Exchange, Outcome
-from radsched_engine.pipeline import Pipeline, Resources
+from radsched_engine.pipeline import Pipeline, Resources, StageSpec
 from radsched_engine.stages.persist import SPEC, PersistOptions, PersistStage
 from radsched_engine.store import Store
 from radsched_engine.store.appointments import appointment_keys, find_overlapping
@@ -146,6 +147,42 @@ async def test_conflict_findings_are_stored(harness: Harness, db_url: str) -> No
     row = await appointment_row(db_url)
     assert json.loads(row["conflicts"]) == [
         {"rule": "resource_double_booked", "severity": "warning", "with": 7, "at": T0.isoformat()}]
+
+
+class _Findings:
+    """A transactional stage before persist that sets the findings inside the transaction (as
+    conflict_check does for an update), after persist prepared its statement."""
+
+    def __init__(self, value: list[dict[str, Any]]) -> None:
+        self.value = value
+
+    async def __call__(self, ex: Exchange) -> None:
+        ex.data["conflicts"] = self.value
+        ex.warnings.append(Problem(0, "noted in the transaction", None, "W"))
+
+
+async def test_persist_prepares_its_statement_and_rebuilds_it_when_its_inputs_change(
+        store: Store, db_url: str) -> None:
+    settings = SimpleNamespace(name="scheduling", tz=UTC)
+    stage = PersistStage(PersistOptions(), Resources(channel="scheduling", settings=settings, store=store))
+    # prepared before the transaction: the statement is built from the message alone
+    ex = Harness(store).exchange(appt())
+    stage.prepare(ex)
+    assert ex.data["persist_call"][3].apply[4] == ["scheduling|F:F1", "scheduling|P:P1"]
+    # a stage in the transaction changes the findings and adds a warning: persist builds the
+    # statement again, so the row and the journal carry what the transaction decided
+    finding = {"rule": "RES-ROOM-OVERLAP", "severity": "warn", "message": "room taken"}
+    spec = StageSpec("findings", "test", object, lambda *_: None, transactional=True)
+    pipeline = Pipeline("scheduling", [(spec, _Findings([finding])), (SPEC, stage)],
+                        store.unit_of_work("scheduling"))
+    ex = Harness(store).exchange(appt())
+    await pipeline.run(ex)
+    assert ex.outcome == Outcome.ACCEPTED and "persist_call" in ex.data
+    row = await appointment_row(db_url)
+    assert json.loads(row["conflicts"]) == [finding]
+    [journal] = await journal_rows(db_url)
+    assert json.loads(journal["warnings"]) == [
+        {"code": 0, "text": "noted in the transaction", "severity": "W", "location": None}]
 
 
 # -- redelivery -------------------------------------------------------------------------------

@@ -130,6 +130,46 @@ async def test_pipeline_runner_with_the_real_unit_of_work(store: Store, db_url: 
     assert len(await fetch(db_url, "SELECT * FROM outbox")) == 2     # the rejected one rolled back
 
 
+class _Prepared:
+    """A transactional stage with a ``prepare`` hook: notes what it saw before the transaction
+    and writes it (with what the stage before it prepared) from inside it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def prepare(self, ex: Exchange) -> None:
+        if b"BUG" in ex.raw:
+            raise ValueError("a bug in prepare")
+        ex.data.setdefault("prepared", []).append((self.name, ex.tx is None))
+
+    async def __call__(self, ex: Exchange) -> None:
+        await enqueue(ex.tx, "sms", f"{self.name}-{len(ex.raw)}", {"seen": ex.data["prepared"]})
+
+
+async def test_prepare_hooks_run_in_order_before_the_transaction(store: Store, db_url: str) -> None:
+    first = StageSpec("first", "test", object, lambda *_: None, transactional=True)
+    second = StageSpec("second", "test", object, lambda *_: None, transactional=True)
+    pipeline = Pipeline("scheduling", [(first, _Prepared("first")), (second, _Prepared("second"))],
+                        store.unit_of_work("scheduling"))
+    ok = exchange(RAW)
+    await pipeline.run(ok)
+    assert ok.outcome == Outcome.ACCEPTED
+    assert ok.data["prepared"] == [("first", True), ("second", True)]   # both before any tx
+    rows = await fetch(db_url, "SELECT dedupe_key, payload FROM outbox ORDER BY id")
+    assert [(r["dedupe_key"], json.loads(r["payload"])) for r in rows] == [
+        (f"first-{len(RAW)}", {"seen": [["first", True], ["second", True]]}),
+        (f"second-{len(RAW)}", {"seen": [["first", True], ["second", True]]})]
+    # a prepare that fails is answered like a failing stage: AR 207 naming it, journaled,
+    # and no transactional stage runs
+    broken = exchange(siu("S12", "MSG00002", "SCH|P1|F1", "NTE|1||BUG"))
+    await pipeline.run(broken)
+    assert broken.outcome == Outcome.ERROR and broken.problem.code == 207
+    assert "in stage first" in broken.problem.text
+    assert [(r["control_id"], r["outcome"], r["ack_code"]) for r in await journal_rows(db_url)] == [
+        ("MSG00001", "accepted", "AA"), ("MSG00002", "error", "AR")]
+    assert len(await fetch(db_url, "SELECT * FROM outbox")) == 2
+
+
 async def test_outbox_enqueue_keeps_the_first_row_per_dedupe_key(store: Store, db_url: str) -> None:
     async with store.connection() as conn:
         assert await enqueue(conn, "sms", "appt-1-confirm", {"a": 1})
