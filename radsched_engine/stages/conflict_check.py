@@ -28,12 +28,12 @@ Per SIU message, before ``persist`` and in the same transaction:
 
 An S12 (a new booking: nothing stored is needed to build its candidate) takes a shorter road
 when ``persist`` follows in the channel: the stage builds its request before the transaction
-(``prepare``), leaves it in the exchange, and persist sends it with its write (``radsched_book``: locks taken and neighbours read first,
-then the booking written with its redelivery check, one call); the rules then run on what
-was read (``_finish``), and the findings and mirrors are written with the commit
-(``store.deferred``), or before any later message of the same group-commit transaction that
-could read them. Same locks, same snapshot rules, same answers; a blocking finding under
-``policy: block`` rolls the whole message back.
+(``prepare``), leaves it in the exchange, and persist sends it with its write
+(``radsched_book``: locks taken and neighbours read first, then the booking written with its
+redelivery check, one call); the rules then run on what was read (``_finish``), and the
+findings and mirrors are written with the commit (``store.deferred``), or before any later
+message of the same group-commit transaction that could read them. Same locks, same snapshot
+rules, same answers; a blocking finding under ``policy: block`` rolls the whole message back.
 
 Cancel, discontinue, delete and no-show (and updates whose status ends the appointment) are
 not evaluated: the appointment's findings are cleared and removed from its former partners.
