@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
 
+_CORES = sorted(os.sched_getaffinity(0))     # as this process found them, before any pinning
+
+
 def cores() -> list[int]:
-    return sorted(os.sched_getaffinity(0))
+    return list(_CORES)
 
 
 def pin(core: int | None) -> list[str]:
