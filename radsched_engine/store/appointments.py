@@ -101,27 +101,8 @@ _APPLY = ("SELECT * FROM radsched_apply_appointment("
           "$1::jsonb, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)")
 
 
-async def apply_appointment(conn: asyncpg.Connection, **args: Any) -> ApplyResult:
-    """Dedup, lock, upsert and journal one SIU event in a single round trip (``persist_call``'s
-    keyword arguments)."""
-    return (await send(conn, persist_call(None, **args)))[1]
-
-
 _BOOK = ("SELECT * FROM radsched_book($1::bigint[], $2::text[], $3::text[], $4, $5, $6, $7, $8, "
          "$9::jsonb, $10, $11, $12, $13, $14, $15, $16::jsonb, $17::jsonb, $18)")   # migration 0310
-
-
-async def check_and_apply(conn: asyncpg.Connection, request: ContextRequest,
-                          **args: Any) -> tuple[Neighbourhood, ApplyResult]:
-    """``load_context(request)`` then ``apply_appointment(**args)``, in one round trip and one call.
-
-    The request's locks are taken first, then the stored appointment and its neighbours are
-    read (none when that appointment is active: the booking is refused), then the change is
-    written. The write's own claim answers a redelivery (``request.claim`` is not used).
-    """
-    found, done = await send(conn, persist_call(request, **args))
-    assert found is not None
-    return found, done
 
 
 def persist_call(
@@ -130,8 +111,11 @@ def persist_call(
     fields: dict[str, Any], resources: list[dict[str, Any]] | None, merge: bool,
 ) -> PersistCall:
     """The persist statement of one SIU event (no database needed to build it, so a stage can
-    build it before its transaction): ``radsched_book`` with ``request``'s context, else
-    ``radsched_apply_appointment``."""
+    build it before its transaction): ``radsched_apply_appointment`` (dedup, lock, upsert and
+    journal in one call), or with ``request`` ``radsched_book``: the request's locks taken,
+    then the stored appointment and its neighbours read (none when that appointment is active:
+    the booking is refused), then the same write; the write's own claim answers a redelivery
+    (``request.claim`` is not used)."""
     context = None
     if request is not None:
         locks, _, kinds, codes, start, end, patient, lo, hi = request.args()

@@ -102,14 +102,14 @@ def lock_ids(names: Iterable[str]) -> list[int]:
 
 
 # exchange.data keys: a conflict check left for persist to send with its write
-# (``appointments.check_and_apply``), and the callable that finishes it with what came back.
+# (``appointments.persist_call``), and the callable that finishes it with what came back.
 CHECK_REQUEST = "conflict_check_request"
 CHECK_FINISH = "conflict_check_finish"
 
 
 @dataclass(frozen=True, slots=True)
 class ContextRequest:
-    """What ``load_context`` is asked for, kept for a later call (``appointments.check_and_apply``)."""
+    """What ``load_context`` is asked for, kept for a later call (``appointments.persist_call``)."""
 
     keys: tuple[str, ...]
     locks: tuple[str, ...] = ()

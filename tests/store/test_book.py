@@ -1,4 +1,5 @@
-"""``appointments.check_and_apply`` (radsched_book): neighbours read, then the booking written, one call."""
+"""``radsched_book`` through ``appointments.persist_call`` / ``send``: neighbours read, then the booking
+written, one call."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncpg
 import pytest
 
 from radsched_engine.store import Store
-from radsched_engine.store.appointments import check_and_apply
+from radsched_engine.store.appointments import persist_call, send
 from radsched_engine.store.conflicts import ContextRequest
 
 from .test_appointments import book
@@ -27,7 +28,7 @@ async def conn(store: Store):
 async def write(conn: asyncpg.Connection, key: str, start: datetime, *, patient: str = "A|9",
                 rooms: tuple[str, ...] = ("CT1",), control_id: str | None = None,
                 ) -> tuple[list[str], str, str | None]:
-    """Book ``key`` at ``start`` (30 min) through check_and_apply: (neighbour keys, result, own key)."""
+    """Book ``key`` at ``start`` (30 min) with a request: (neighbour keys, result, own key)."""
     cid = control_id or key
     resources = [("location", r) for r in rooms]
     request = ContextRequest((key,), ("lock-a", "lock-b"), None, tuple(resources), start,
@@ -38,10 +39,11 @@ async def write(conn: asyncpg.Connection, key: str, start: datetime, *, patient:
     fields = {"datetime": start.isoformat(), "duration_seconds": 1800, "patient_key": patient,
               "status": "SCHEDULED"}
     rows = [{"kind": "location", "code": r} for r in rooms]
-    found, done = await check_and_apply(
-        conn, request, meta=meta, raw=cid.encode(), content_hash=hashlib.sha256(cid.encode()).digest(),
+    found, done = await send(conn, persist_call(
+        request, meta=meta, raw=cid.encode(), content_hash=hashlib.sha256(cid.encode()).digest(),
         message_lock=hash(cid) & 0x7FFFFFFF, keys=(key,), trigger="S12", event_time=None,
-        fields=fields, resources=rows, merge=False)
+        fields=fields, resources=rows, merge=False))
+    assert found is not None
     return ([o.key for o in found.others], done.result,
             found.own.key if found.own is not None else None)
 
