@@ -159,11 +159,10 @@ class Pipeline:
     async def run(self, exchange: Exchange) -> None:
         """Process one message; afterwards ``exchange.outcome`` (and ``problem``) are set."""
         await self._run_steps(self._plain, exchange)
+        if exchange.outcome is None and self._transactional:
+            self._prepare(exchange)           # (never raises: a failure is the outcome)
         uow = self.unit_of_work
         try:
-            if exchange.outcome is None and self._transactional:
-                assert uow is not None
-                self._prepare(exchange)
             if exchange.outcome is None and self._transactional:
                 assert uow is not None
                 run = getattr(uow, "run", None)

@@ -107,10 +107,7 @@ class PersistStage:
         keys = appointments.appointment_keys(self.channel, event)
         if not keys or (event.trigger == "S12" and event.start is None):
             return
-        request = exchange.data.get(CHECK_REQUEST)
-        if request is not None and request.keys != keys:
-            request = None
-        conflicts = exchange.data.get("conflicts") if request is None else None
+        request, conflicts = _inputs(exchange, keys, exchange.data.get(CHECK_REQUEST))
         exchange.data[_PREPARED] = (request, conflicts, len(exchange.warnings),
                                     self._call(exchange, event, keys, request, conflicts))
 
@@ -143,10 +140,7 @@ class PersistStage:
             raise Reject(101, "appointment id missing: neither SCH-1 nor SCH-2 is valued", "SCH-1")
         if event.trigger == "S12" and event.start is None:
             raise Reject(101, "appointment start missing (TQ1-7 / SCH-11.4)", "SCH-11")
-        request = exchange.data.pop(CHECK_REQUEST, None)
-        if request is not None and request.keys != keys:
-            request = None
-        conflicts = exchange.data.get("conflicts") if request is None else None
+        request, conflicts = _inputs(exchange, keys, exchange.data.pop(CHECK_REQUEST, None))
         prepared = exchange.data.get(_PREPARED)
         if (prepared is not None and prepared[0] is request and prepared[1] is conflicts
                 and prepared[2] == len(exchange.warnings)):
@@ -212,6 +206,15 @@ class PersistStage:
             raise Reject(204, f"no appointment with this {'filler' if by_filler else 'placer'} "
                          "id to change", "SCH-2" if by_filler else "SCH-1",
                          user_text="The appointment to change was never booked here.")
+
+
+def _inputs(exchange: Exchange, keys: tuple[str, ...],
+            request: ContextRequest | None) -> tuple[ContextRequest | None, Any]:
+    """What the statement is built from besides the event: conflict_check's S12 ``request``
+    when it is for these keys, else the findings a stage left in ``exchange.data``."""
+    if request is not None and request.keys != keys:
+        request = None
+    return request, (exchange.data.get("conflicts") if request is None else None)
 
 
 def _stale_warning(stored: str | datetime | None, location: Location | None = None) -> Problem:
