@@ -2,10 +2,15 @@
 
 Run from the repository root:
     python bench/run_conflict_bench.py [--preload 1000000] [--duration 10] [--connections 1,16]
-                                       [--url URL [--keep]] [--env NAME=VALUE] [--explain]
-                                       [--rounds 2] [--no-write]
+                                       [--channel shipped|lean] [--url URL [--keep]]
+                                       [--env NAME=VALUE] [--explain] [--rounds 2] [--no-write]
 
-Both channels run parse → validate (→ conflict_check) → persist against one private embedded
+``--channel shipped`` (the default) runs the durable channel, ``channels/default.yaml`` as
+shipped (parse → validate → conflict_check → persist → notify; no Twilio credentials, so the
+texts are queued in the transaction and recorded as dry runs), "off" being the same file without
+its ``conflict_check`` line; ``--channel lean`` runs parse → validate (→ conflict_check) →
+persist alone, the stricter comparison (the check's cost against a smaller whole). Either runs
+against one private embedded
 PostgreSQL (fsync on) holding ``--preload`` appointments (3 resource rows each, as in
 ``bench/store_bench.py``); off and on alternate per connection count on the same database. The
 message is ``bench/messages/siu_s12.hl7`` with one technologist per room and rooms, staff and
@@ -77,17 +82,6 @@ SELECT 'other'::text, a.id, a.appointment_key, a.status, a.urgency, a.datetime, 
 """
 
 
-def template(work: Path, tag: str) -> Path:
-    """The standard bench message with the technologist following the room, and rooms, staff and
-    patients of their own for run ``tag`` (runs share the database: no run collides with another)."""
-    text = (ROOT / "messages" / "siu_s12.hl7").read_text()
-    text = (text.replace("AIP|1|A|5678^RAD^TECH|", f"AIP|1|A|T{tag}{{room}}^RAD^TECH|")
-            .replace("AIL|1|A|{room}^", f"AIL|1|A|{tag}{{room}}^").replace("MRN{n}^", f"MRN{tag}-{{n}}^"))
-    path = work / f"siu_s12_{tag}.hl7"
-    path.write_text(text)
-    return path
-
-
 async def explain(url: str) -> str:
     """EXPLAIN ANALYZE of the neighbour search as PL/pgSQL runs it (generic plan), for a booking
     of a preloaded room, technologist and patient."""
@@ -136,6 +130,13 @@ async def settle(url: str, wait: float = 30.0) -> None:
         await conn.close()
 
 
+def channel(kind: str, mode: str) -> str:
+    """The channel file of one run: ``kind`` shipped or lean, conflict_check ``mode`` on or off."""
+    if kind == "shipped":
+        return durable.shipped_channel(None if mode == "on" else "conflict_check")
+    return CHANNEL.format(check="  - conflict_check\n" if mode == "on" else "")
+
+
 def medians(rows: list[dict]) -> dict[str, float]:
     """Median throughput and CPU per message of ``rows`` (runs of one mode)."""
     def med(key: str) -> float:
@@ -152,6 +153,9 @@ def main() -> None:
     ap.add_argument("--preload", type=int, default=1_000_000, help="appointments stored before the runs")
     durable.add_run_args(ap, warmup=2.0)
     ap.add_argument("--explain", action="store_true", help="print the neighbourhood query's plan")
+    ap.add_argument("--channel", choices=("shipped", "lean"), default="shipped",
+                    help="shipped: channels/default.yaml with and without conflict_check; lean: "
+                         "parse, validate, (conflict_check,) persist")
     ap.add_argument("--rounds", type=int, default=2,
                     help="per connection count, run off/on this many times each, interleaved "
                          "(off, on, on, off, ...); the medians are compared")
@@ -182,9 +186,8 @@ def main() -> None:
                 asyncio.run(settle(url))
                 run = f"conflicts_{mode}_{n}_{i}_{os.getpid()}"
                 r = durable.measure(url, pg, work, run, n, args.duration, args.warmup, env_extra,
-                                    channel=CHANNEL.format(check="  - conflict_check\n"
-                                                           if mode == "on" else ""),
-                                    template_path=template(work, run))
+                                    channel=channel(args.channel, mode),
+                                    template_path=durable.template(work, run))
                 rows.append({"conflict_check": mode, "round": i // 2 + 1, **r})
                 print(f"conflict_check {mode:3} conns={n:3} {r['msgs_per_s']:>9} msg/s "
                       f"p50={r['p50_ms']} ms p99={r['p99_ms']} ms engine={r['engine_us']} µs/msg "
@@ -220,10 +223,14 @@ def main() -> None:
         "",
         f"Measured {harness.stamp()} on {harness.machine()}.",
         f"Command: `python bench/run_conflict_bench.py --preload {args.preload} --duration "
-        f"{args.duration:g} --rounds {args.rounds}` — off and on interleaved per connection count "
-        "(off, on, on, off, ...), each run after VACUUM ANALYZE of the written tables and a "
-        "CHECKPOINT; parse, "
-        "validate, (conflict_check,) persist against a private embedded "
+        f"{args.duration:g} --rounds {args.rounds} --channel {args.channel}` — off and on "
+        "interleaved per connection count (off, on, on, off, ...), each run after VACUUM ANALYZE of "
+        "the written tables and a CHECKPOINT; "
+        + ("`channels/default.yaml` as shipped (parse, validate, conflict_check, persist, notify; "
+           "no Twilio credentials: texts queued in the transaction and recorded as dry runs), off = "
+           "the same file without conflict_check, " if args.channel == "shipped" else
+           "parse, validate, (conflict_check,) persist, ")
+        + "against a private embedded "
         f"PostgreSQL (fsync on) holding {args.preload:,} appointments before the first run; "
         "message `bench/messages/siu_s12.hl7` with one technologist per room and each run's own rooms, "
         "staff and patients (a new booking each: room, technologist and patient checked, no "

@@ -54,6 +54,18 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
+def shipped_channel(without: str | None = None) -> str:
+    """``channels/default.yaml`` as shipped (the durable channel), with stage ``without`` taken
+    out of its pipeline: the "off" side of an on/off comparison of that stage."""
+    text = (REPO / "channels" / "default.yaml").read_text()
+    if without is None:
+        return text
+    line = f"  - {without}\n"
+    if line not in text:
+        raise SystemExit(f"channels/default.yaml has no pipeline line {line.strip()!r}")
+    return text.replace(line, "")
+
+
 def template(work: Path, tag: str) -> Path:
     """The standard bench message with the technologist following the room, and rooms, staff and
     patients of run ``tag``'s own (runs share a database): no booking collides with another."""

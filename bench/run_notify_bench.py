@@ -1,12 +1,16 @@
 """Notify benchmark: ACK latency of the durable channel with the notify stage on vs off, in one run.
 
 Run from the repository root:  python bench/run_notify_bench.py [--duration 10] [--connections 1,16]
-[--dry-run] [--no-write] [--rounds 2]
+[--channel shipped|lean] [--dry-run] [--no-write] [--rounds 2]
 
-Both channels run parse → validate → persist (fsync on) against one private embedded PostgreSQL
-(a fresh database per run; ``--rounds`` runs of each, interleaved off, on, on, off, since a
-shared machine drifts; the summary compares medians); "on" adds ``notify``, which queues a text
-per booking in the same transaction, and the engine's outbox worker sends them meanwhile through
+``--channel shipped`` (the default) runs the durable channel, ``channels/default.yaml`` as
+shipped (parse → validate → conflict_check → persist → notify), "off" being the same file without
+its ``notify`` line; ``--channel lean`` runs parse → validate → persist (+ notify), the stricter
+comparison (the text's cost against a smaller whole). Either runs against one private embedded
+PostgreSQL, fsync on (a fresh database per run; ``--rounds`` runs of each, interleaved off, on,
+on, off, since a shared machine drifts; the summary compares medians); the message is the
+durable bench's (a new booking each, rooms, staff and patients of the run's own). "On" queues a
+text per booking in the same transaction, and the engine's outbox worker sends them meanwhile through
 the real twilio SDK to the local fake Twilio (``tests/fakes``; ``--dry-run``: no credentials,
 rows are only marked). The engine (with its outbox worker process) is pinned to core 0;
 PostgreSQL, the load generator and this script's process, where the fake Twilio runs (it stands
@@ -72,6 +76,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--connections", default="1,16")
+    ap.add_argument("--channel", choices=("shipped", "lean"), default="shipped",
+                    help="shipped: channels/default.yaml with and without notify; lean: parse, "
+                         "validate, persist (+ notify)")
     ap.add_argument("--dry-run", action="store_true", help="no Twilio credentials: texts only recorded")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     ap.add_argument("--poll", default="0.5", help="RADSCHED_OUTBOX_POLL_SECONDS of the engine")
@@ -99,8 +106,10 @@ def main() -> None:
                 url = durable.with_database(admin, name)
                 channels = work / name
                 channels.mkdir()
-                (channels / "scheduling.yaml").write_text(CHANNEL.format(
-                    notify="  - notify\n" if mode == "on" else ""))
+                (channels / "scheduling.yaml").write_text(
+                    durable.shipped_channel(None if mode == "on" else "notify")
+                    if args.channel == "shipped" else
+                    CHANNEL.format(notify="  - notify\n" if mode == "on" else ""))
                 port = harness.free_port()
                 env = {"RADSCHED_CHANNELS_DIR": str(channels), "RADSCHED_DATABASE_URL": url,
                        "RADSCHED_MLLP_LISTEN": f"127.0.0.1:{port}",
@@ -113,7 +122,8 @@ def main() -> None:
                     engine, postmaster = psutil.Process(proc.pid), _postmaster(work / "pg-data" / "pg")
                     cpu0 = durable.tree_cpu(engine), durable.tree_cpu(postmaster)
                     pg0 = harness.pg_per_process(postmaster)
-                    r = harness.loadgen(port, n, args.duration, warmup=args.warmup, run_id=name)
+                    r = harness.loadgen(port, n, args.duration, warmup=args.warmup, run_id=name,
+                                        template=durable.template(work, name))
                     cpu1 = durable.tree_cpu(engine), durable.tree_cpu(postmaster)
                     pg1 = harness.pg_per_process(postmaster)
                     who = {a["pid"]: a["who"] for a in asyncio.run(_sql(url, harness.WHO_SQL))}
@@ -153,13 +163,16 @@ def main() -> None:
         f"Measured {harness.stamp()} on {harness.machine()}.",
         f"Command: `python bench/run_notify_bench.py --duration {args.duration:g}"
         f"{' --dry-run' if args.dry_run else ''}{f' --sms-rate {args.sms_rate}' if args.sms_rate else ''}"
-        f"{f' --rounds {args.rounds}' if args.rounds != 2 else ''}`"
-        " — parse, validate, persist (+ notify) against a "
-        "private embedded PostgreSQL (fsync on, fresh database per run; runs interleaved off, on, on, "
+        f"{f' --rounds {args.rounds}' if args.rounds != 2 else ''} --channel {args.channel}`"
+        + (" — `channels/default.yaml` as shipped (parse, validate, conflict_check, persist, notify), "
+           "off = the same file without notify, against a " if args.channel == "shipped" else
+           " — parse, validate, persist (+ notify) against a ")
+        + "private embedded PostgreSQL (fsync on, fresh database per run; runs interleaved off, on, on, "
         "off; CPU per message: engine process (with its outbox worker process) and all "
         "PostgreSQL processes over the whole load, warm-up included, per journaled message); "
-        "message "
-        "`bench/messages/siu_s12.hl7` (a new booking each, one text each with notify on); "
+        "message `bench/messages/siu_s12.hl7` with one technologist per room and the run's own "
+        "rooms, staff and patients (a new booking each, nothing collides; one text each with notify "
+        "on); "
         + ("texts recorded as dry runs (no credentials)." if args.dry_run else
            "the outbox worker sends the texts meanwhile through the twilio SDK to the local fake "
            "Twilio (`tests/fakes/fake_twilio.py`) at the engine's SMS rate "
