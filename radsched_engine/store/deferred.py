@@ -2,8 +2,11 @@
 
 A stage adds items to its exchange (``add``); the unit of work gathers those of every message
 it commits and sends them in the same simple-protocol query as the COMMIT (``commit_sql``), so
-they cost no round trip of their own: ``SELECT radsched_finish(<post>, <outbox>); COMMIT``
-(migration 0303). Items of a message whose effects are rolled back are dropped with it. Items
+they cost no round trip of their own: ``[SELECT radsched_finish(<post>, NULL);] [INSERT INTO
+outbox ... VALUES ...;] COMMIT`` (migration 0303 for the post document). The outbox rows go in
+a plain INSERT rather than through ``radsched_finish``/``radsched_enqueue``: measured on the
+embedded server, one text's row cost PostgreSQL ~30 µs less that way (the two PL/pgSQL calls,
+the JSON recordset). Items of a message whose effects are rolled back are dropped with it. Items
 live in ``exchange.data`` as tuples replaced on each add, so a shallow copy of ``data`` is a
 safe snapshot.
 
@@ -24,6 +27,9 @@ OUTBOX = "deferred_outbox"        # exchange.data key: outbox rows (radsched_enq
 POST = "deferred_post"            # exchange.data key: (kind, item) pairs for radsched_finish
 _TAG = "$radsched_deferred$"
 _FLUSH = "SELECT radsched_finish($1::jsonb, $2::jsonb)"
+# radsched_enqueue's insert (migration 0301), the rows written as literals.
+_ENQUEUE = ("INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id) "
+            "VALUES {} ON CONFLICT (dedupe_key) DO NOTHING")
 
 
 def add(exchange: Any, key: str, item: Any) -> None:
@@ -58,21 +64,40 @@ def take_post(exchanges: Iterable[Any]) -> dict[str, list[Any]] | None:
 def commit_sql(rows: list[dict[str, Any]], post: dict[str, list[Any]] | None = None) -> str:
     """``COMMIT``, preceded by the deferred writes when there are any: one round trip.
 
-    They travel as dollar-quoted JSON literals (nothing to escape); in the rare
-    case the JSON holds the quote tag, the caller gets ``""`` and must ``flush`` first and
+    Texts travel as dollar-quoted literals (nothing to escape); in the rare case one holds the
+    quote tag (or ends with its first part), the caller gets ``""`` and must ``flush`` first and
     commit separately. If the writes fail the COMMIT in the same query string is not run: the
     transaction is left failed, for the caller to roll back.
     """
-    if not rows and post is None:
-        return "COMMIT"
     parts = []
-    for value in (post, rows or None):
-        text = "NULL" if value is None else orjson.dumps(
-            value, option=orjson.OPT_NON_STR_KEYS).decode()
-        if _TAG in text:
+    if post is not None:
+        text = _literal(_json(post))
+        if text is None:
             return ""
-        parts.append("NULL" if value is None else f"{_TAG}{text}{_TAG}::jsonb")
-    return f"SELECT radsched_finish({parts[0]}, {parts[1]}); COMMIT"
+        parts.append(f"SELECT radsched_finish({text}::jsonb, NULL)")
+    if rows:
+        values = []
+        for row in rows:
+            texts = [_literal(row["kind"]), _literal(row["dedupe_key"]), _literal(_json(row["payload"]))]
+            due = "now()" if row.get("not_before") is None else _literal(row["not_before"])
+            if None in texts or due is None:
+                return ""
+            aid = row.get("appointment_id")
+            values.append(f"({texts[0]}, {texts[1]}, {texts[2]}::jsonb, "
+                          f"{due if due == 'now()' else due + '::timestamptz'}, "
+                          f"{'NULL' if aid is None else int(aid)})")
+        parts.append(_ENQUEUE.format(", ".join(values)))
+    return "; ".join([*parts, "COMMIT"])
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _literal(text: str) -> str | None:
+    """``text`` dollar-quoted; None when it holds the tag or its start (``$radsched_deferred``,
+    which the closing tag would complete)."""
+    return None if _TAG[:-1] in text else f"{_TAG}{text}{_TAG}"
 
 
 async def flush(conn: asyncpg.Connection, rows: list[dict[str, Any]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -284,8 +285,42 @@ async def test_outbox_rows_ride_on_the_commit_even_when_they_hold_the_quote_tag(
     rows = await fetch(db_url, "SELECT dedupe_key, payload->>'body' AS body FROM outbox ORDER BY id")
     assert rows == [{"dedupe_key": "k-tag", "body": "a $radsched_deferred$ b ' \\ \u00e9"},
                     {"dedupe_key": "k-plain", "body": "it's"}]
-    assert deferred.commit_sql([{"x": "it's"}]).endswith("; COMMIT")
+    assert deferred.commit_sql([{"kind": "sms", "dedupe_key": "k", "payload": {"x": "it's"}}]
+                               ).endswith("; COMMIT")
     assert deferred.commit_sql([]) == "COMMIT"
+
+
+async def test_outbox_rows_on_the_commit_keep_every_column_and_the_first_of_a_key(
+        store: Store, db_url: str) -> None:
+    """The rows go in the COMMIT's query as one INSERT: due time (given or now), appointment
+    id (or none), the first row of a dedupe key kept; a key ending with the quote tag's first
+    part (which the closing tag would complete) takes the flush path and is stored as given."""
+    await _probe_table(db_url)
+    uow = GroupUnitOfWork(store, "scheduling")
+    later = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+    async def body(ex: Exchange) -> None:
+        defer(ex, "sms", "k-later", {"n": 1}, not_before=later, appointment_id=41)
+        defer(ex, "sms", "k-now", {"n": 2})
+        defer(ex, "sms", "k-later", {"n": 3}, appointment_id=42)
+
+    async def tagged(ex: Exchange) -> None:
+        defer(ex, "sms", "k-$radsched_deferred", {"n": 4}, appointment_id=43)
+
+    assert deferred.commit_sql([{"kind": "sms", "dedupe_key": "x", "payload": {}}]).startswith(
+        "INSERT INTO outbox")
+    assert deferred.commit_sql([{"kind": "sms", "dedupe_key": "k-$radsched_deferred",
+                                 "payload": {}}]) == ""
+    before = datetime.now(UTC)
+    await uow.run(exchange(siu("S12", "T1")), body)
+    await uow.run(exchange(siu("S12", "T2")), tagged)
+    rows = await fetch(db_url, "SELECT dedupe_key, payload->>'n' AS n, next_attempt_at, "
+                               "appointment_id, status FROM outbox ORDER BY id")
+    assert [(r["dedupe_key"], r["n"], r["appointment_id"], r["status"]) for r in rows] == [
+        ("k-later", "1", 41, "pending"), ("k-now", "2", None, "pending"),
+        ("k-$radsched_deferred", "4", 43, "pending")]
+    assert rows[0]["next_attempt_at"] == later
+    assert before - timedelta(seconds=5) <= rows[1]["next_attempt_at"] <= datetime.now(UTC)
 
 
 async def test_non_ascii_text_rides_on_the_commit_unchanged(store: Store, db_url: str) -> None:
@@ -299,7 +334,8 @@ async def test_non_ascii_text_rides_on_the_commit_unchanged(store: Store, db_url
         defer(ex, "sms", "k-utf8", {"body": text, "n": {1: "int key"}})
 
     await uow.run(exchange(siu("S12", "T1")), body)
-    assert "Jos\u00e9 M\u00fcller \u5c71\u7530" in deferred.commit_sql([{"body": text}])  # as UTF-8
+    assert "Jos\u00e9 M\u00fcller \u5c71\u7530" in deferred.commit_sql(   # as UTF-8
+        [{"kind": "sms", "dedupe_key": "k", "payload": {"body": text}}])
     rows = await fetch(db_url, "SELECT payload FROM outbox WHERE dedupe_key = 'k-utf8'")
     assert json.loads(rows[0]["payload"]) == {"body": text, "n": {"1": "int key"}}
 
