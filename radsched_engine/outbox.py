@@ -63,6 +63,9 @@ class Delivery:
     as ``last_error`` and logged) must never carry patient data. ``in_doubt``: the effect may
     have happened although we could not tell (reconcile before trying again). ``label`` is the
     bounded ``radsched_outbox_results`` label (default: sent, retry, dead, skipped, held).
+    ``payload``: a new payload for the row, stored in the same statement as the verdict (a
+    handler that prepared the row's content and decided without any outside effect, so it
+    needed no write of its own before).
     """
 
     status: DeliveryStatus
@@ -71,6 +74,7 @@ class Delivery:
     retry_after: float | None = None
     in_doubt: bool = False
     label: str | None = None
+    payload: dict[str, Any] | None = None
 
 
 class OutboxHandler(Protocol):
@@ -120,7 +124,8 @@ _CLAIM = "SELECT * FROM radsched_outbox_claim($1, $2, $3, $4)"
 
 _RECORD = """
 UPDATE outbox SET status = $3, attempts = attempts + $4, next_attempt_at = $5, locked_until = $6,
-                  last_error = $7, result = $8::jsonb, updated_at = now()
+                  last_error = $7, result = $8::jsonb, payload = coalesce($9::jsonb, payload),
+                  updated_at = now()
 WHERE id = $1 AND status = 'sending' AND locked_until = $2
 """
 
@@ -342,7 +347,7 @@ class OutboxWorker:
         async with self.store.connection() as conn:
             outcome = await conn.execute(_RECORD, row.id, until, db_status, attempts_delta, next_at,
                                          locked, delivery_error if status != "done" else None,
-                                         result or None)
+                                         result or None, delivery.payload)
         if not outcome.endswith(" 1"):
             log.warning("outbox_lease_lost", kind=row.kind, row=row.id)
             return

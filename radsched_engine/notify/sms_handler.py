@@ -2,7 +2,10 @@
 
 Per row (payload written by the notify stage: the text's ``facts``, ``quiet``): at the first claim
 the facts become ``to``, ``skip`` and ``body`` (``notify.compose``), stored in the row before
-anything is sent (a row written with ``to``/``skip``/``body`` already is taken as it is); then
+anything is sent (a row written with ``to``/``skip``/``body`` already is taken as it is); when
+nothing is sent (the cases below up to the dry run) they are stored with the verdict instead, in
+the same statement (one transaction per row less: the default install runs dry until Twilio
+credentials are set); then
 
 - no usable number → ``skipped`` (``skipped_no_phone``); number opted out → ``skipped``
   (``opted_out``); inside quiet hours → ``held`` until the window ends (not an attempt);
@@ -49,6 +52,15 @@ INSERT INTO sms_opt_outs (phone, source) VALUES ($1, $2) ON CONFLICT (phone) DO 
 """
 
 
+_COMPOSED = ("to", "skip", "body")
+
+
+def _composed(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with its facts replaced by the composed text, as ``_COMPOSE`` stores it."""
+    text = composed(payload)
+    return {**{k: v for k, v in payload.items() if k != FACTS}, **{k: text[k] for k in _COMPOSED}}
+
+
 def masked(number: str | None) -> str:
     """A number as logs may show it: country code and length only."""
     if not number:
@@ -73,22 +85,27 @@ class SmsHandler:
         self.clock = clock or (lambda: datetime.now(UTC))
 
     async def deliver(self, row: OutboxRow) -> Delivery:
-        payload = await self.compose(row) if FACTS in row.payload else row.payload
+        fresh = FACTS in row.payload            # not composed yet: compose, store before sending
+        payload = _composed(row.payload) if fresh else row.payload
+        keep = payload if fresh else None       # stored with a verdict that sends nothing
         to, body = payload.get("to"), payload.get("body") or ""
         if not to:
             return Delivery("skipped", {"reason": "no_phone", "detail": payload.get("skip") or "no_number"},
-                            label="skipped_no_phone")
+                            label="skipped_no_phone", payload=keep)
         until = held_until(self.clock(), payload.get("quiet"))
         if until is not None:
             wait = (until - self.clock()).total_seconds()
             return Delivery("held", {"reason": "quiet_hours", "until": until.isoformat()},
-                            retry_after=max(1.0, wait))
+                            retry_after=max(1.0, wait), payload=keep)
         if await self._opted_out(to):
-            return Delivery("skipped", {"reason": "opted_out"}, label="opted_out")
+            return Delivery("skipped", {"reason": "opted_out"}, label="opted_out", payload=keep)
         if self.sender.dry_run:
             log.info("sms_dry_run", row=row.id, dest=masked(to), chars=len(body),
                      missing=list(self.sender.settings.missing()))
-            return Delivery("skipped", {"reason": "dry_run"}, label="skipped_dry_run")
+            return Delivery("skipped", {"reason": "dry_run"}, label="skipped_dry_run", payload=keep)
+        if fresh:                               # the text goes out as the row holds it
+            payload = await self.compose(row)
+            to, body = payload.get("to") or "", payload.get("body") or ""
         result = await self.sender.send(to, body, status_callback=self.status_callback)
         return await self._verdict(row, to, result)
 
@@ -113,7 +130,7 @@ class SmsHandler:
         """Choose the number and render the text from the row's facts; store them, then return
         the payload as stored (sending only ever uses what the row holds)."""
         text = composed(row.payload)
-        update = {k: text[k] for k in ("to", "skip", "body")}
+        update = {k: text[k] for k in _COMPOSED}
         async with self.store.connection() as conn:
             stored = await conn.fetchval(_COMPOSE, row.id, update)
             if stored is None:

@@ -8,6 +8,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from radsched_engine.domain.model import Phone
 from radsched_engine.notify.compose import FACTS, compose, text_facts
 from radsched_engine.notify.templates import DEFAULT_TEMPLATES
@@ -123,3 +125,55 @@ async def test_dry_run_stores_the_composed_text(store: Store, db_url: str) -> No
     got = await row(db_url, rid)
     assert got["status"] == "skipped" and json.loads(got["result"]) == {"reason": "dry_run"}
     assert (payload(got)["to"], payload(got)["body"]) == (TO, BODY)
+
+
+async def _count_writes(store: Store) -> None:
+    """Count every UPDATE of an outbox row (in ``outbox_writes``), from now on."""
+    async with store.connection() as conn:
+        await conn.execute("""
+            CREATE TABLE outbox_writes (n bigserial, id bigint, status text);
+            CREATE FUNCTION count_outbox_write() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO outbox_writes (id, status) VALUES (NEW.id, NEW.status); RETURN NEW; END $$;
+            CREATE TRIGGER count_outbox_write AFTER UPDATE ON outbox
+                FOR EACH ROW EXECUTE FUNCTION count_outbox_write();""")
+
+
+async def row_writes(url: str) -> dict[int, list[str]]:
+    """The statuses each outbox row was written with, per row, in order."""
+    conn = await asyncpg.connect(url)
+    try:
+        found: dict[int, list[str]] = {}
+        for r in await conn.fetch("SELECT id, status FROM outbox_writes ORDER BY n"):
+            found.setdefault(r["id"], []).append(r["status"])
+        return found
+    finally:
+        await conn.close()
+
+
+async def test_a_text_that_is_not_sent_is_composed_and_judged_in_one_write(
+        store: Store, db_url: str, twilio_fake: FakeTwilio) -> None:
+    """Dry run, no number, opted out: the composed text is stored with the verdict (the claim
+    and one write per row); a text that is sent is stored before the send (claim, text, verdict)."""
+    clock = Clock()
+    await _count_writes(store)
+    dry = await queue(store, "k-dry", facts(Phone("617-555-0123", "PRN", "CP")))
+    none = await queue(store, "k-none", facts(Phone("not a number")))
+    worker, _ = sms_worker(store, {}, clock)
+    try:
+        assert await worker.drain() == 2
+    finally:
+        await worker.stop()
+    writes = await row_writes(db_url)
+    assert writes[dry] == ["sending", "skipped"] and writes[none] == ["sending", "skipped"]
+    assert (payload(await row(db_url, dry))["to"], payload(await row(db_url, dry))["body"]) == (TO, BODY)
+    assert FACTS not in payload(await row(db_url, none))
+
+    sent = await queue(store, "k-sent", facts(Phone("617-555-0123", "PRN", "CP")))
+    worker, _ = sms_worker(store, twilio_fake.env(), clock)
+    try:
+        assert await worker.drain() == 1
+    finally:
+        await worker.stop()
+    assert (await row_writes(db_url))[sent] == ["sending", "sending", "sent"]
+    assert [m["Body"] for m in twilio_fake.sent] == [BODY]
+
