@@ -104,7 +104,7 @@ class SmsHandler:
                      missing=list(self.sender.settings.missing()))
             return Delivery("skipped", {"reason": "dry_run"}, label="skipped_dry_run", payload=keep)
         if fresh:                               # the text goes out as the row holds it
-            payload = await self.compose(row)
+            payload = await self.compose(row, payload)
             to, body = payload.get("to") or "", payload.get("body") or ""
         result = await self.sender.send(to, body, status_callback=self.status_callback)
         return await self._verdict(row, to, result)
@@ -126,10 +126,11 @@ class SmsHandler:
     async def close(self) -> None:
         await self.sender.close()
 
-    async def compose(self, row: OutboxRow) -> dict[str, Any]:
-        """Choose the number and render the text from the row's facts; store them, then return
-        the payload as stored (sending only ever uses what the row holds)."""
-        text = composed(row.payload)
+    async def compose(self, row: OutboxRow, text: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Choose the number and render the text from the row's facts (or take ``text``, the
+        row's payload ``_composed`` already); store them, then return the payload as stored
+        (sending only ever uses what the row holds)."""
+        text = text or _composed(row.payload)
         update = {k: text[k] for k in _COMPOSED}
         async with self.store.connection() as conn:
             stored = await conn.fetchval(_COMPOSE, row.id, update)

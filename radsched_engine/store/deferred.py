@@ -27,9 +27,10 @@ OUTBOX = "deferred_outbox"        # exchange.data key: outbox rows (radsched_enq
 POST = "deferred_post"            # exchange.data key: (kind, item) pairs for radsched_finish
 _TAG = "$radsched_deferred$"
 _FLUSH = "SELECT radsched_finish($1::jsonb, $2::jsonb)"
-# radsched_enqueue's insert (migration 0301), the rows written as literals.
-_ENQUEUE = ("INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id) "
-            "VALUES {} ON CONFLICT (dedupe_key) DO NOTHING")
+# The outbox insert (radsched_enqueue's, migration 0301), its VALUES rows to fill in: here as
+# literals, in ``store.outbox.enqueue`` as parameters.
+OUTBOX_INSERT = ("INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id) "
+                 "VALUES {} ON CONFLICT (dedupe_key) DO NOTHING")
 
 
 def add(exchange: Any, key: str, item: Any) -> None:
@@ -78,15 +79,17 @@ def commit_sql(rows: list[dict[str, Any]], post: dict[str, list[Any]] | None = N
     if rows:
         values = []
         for row in rows:
-            texts = [_literal(row["kind"]), _literal(row["dedupe_key"]), _literal(_json(row["payload"]))]
+            kind, key, payload = (_literal(row["kind"]), _literal(row["dedupe_key"]),
+                                  _literal(_json(row["payload"])))
             due = "now()" if row.get("not_before") is None else _literal(row["not_before"])
-            if None in texts or due is None:
+            if None in (kind, key, payload, due):
                 return ""
+            if due != "now()":
+                due += "::timestamptz"
             aid = row.get("appointment_id")
-            values.append(f"({texts[0]}, {texts[1]}, {texts[2]}::jsonb, "
-                          f"{due if due == 'now()' else due + '::timestamptz'}, "
+            values.append(f"({kind}, {key}, {payload}::jsonb, {due}, "
                           f"{'NULL' if aid is None else int(aid)})")
-        parts.append(_ENQUEUE.format(", ".join(values)))
+        parts.append(OUTBOX_INSERT.format(", ".join(values)))
     return "; ".join([*parts, "COMMIT"])
 
 

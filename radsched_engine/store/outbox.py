@@ -25,11 +25,7 @@ import asyncpg
 
 from . import deferred
 
-_ENQUEUE = """
-INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id)
-VALUES ($1, $2, $3::jsonb, coalesce($4, now()), $5)
-ON CONFLICT (dedupe_key) DO NOTHING
-"""
+_ENQUEUE = deferred.OUTBOX_INSERT.format("($1, $2, $3::jsonb, coalesce($4, now()), $5)")
 
 
 async def enqueue(conn: asyncpg.Connection, kind: str, dedupe_key: str, payload: dict[str, Any], *,
