@@ -1,4 +1,4 @@
-"""Command line: run | lint | send | stages | migrate | dburl | outbox | conflicts | prune."""
+"""Command line: run | lint | send | stages | migrate | dburl | journal | outbox | conflicts | prune."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .mllp.framing import FrameDecoder, encode
 
@@ -168,15 +169,41 @@ def cmd_dburl(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_outbox(args: argparse.Namespace) -> int:
-    from .notify.admin import run
+def _database(args: argparse.Namespace) -> tuple[Any, list[Any], str | None]:
+    """The configuration, the channels and the URL of the database in use (password included);
+    None, with the reason printed, when there is none to use (e.g. no embedded server running)."""
     from .store import database_url_for_config
 
-    engine_cfg, _ = _load(args.config)
+    engine_cfg, channels = _load(args.config)
     try:
-        url = database_url_for_config(engine_cfg, show_password=True)
+        return engine_cfg, channels, database_url_for_config(engine_cfg, show_password=True)
     except RuntimeError as exc:
-        print(f"outbox: {exc}", file=sys.stderr)
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return engine_cfg, channels, None
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    from .store.browse import run
+
+    _, _, url = _database(args)
+    if url is None:
+        return 1
+    code, out = asyncio.run(run(
+        url, args.id, raw=args.raw, since=args.since, outcomes=args.outcome or (),
+        channel=args.channel, control_id=args.control_id, message_type=args.type, limit=args.limit))
+    if isinstance(out, bytes):
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+    else:
+        print(out, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from .notify.admin import run
+
+    _, _, url = _database(args)
+    if url is None:
         return 1
     code, text = asyncio.run(run(url, dead=args.dead, retry=args.retry, limit=args.limit))
     print(text, file=sys.stdout if code == 0 else sys.stderr)
@@ -185,13 +212,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 def cmd_conflicts(args: argparse.Namespace) -> int:
     from .conflicts.report import run
-    from .store import database_url_for_config
 
-    engine_cfg, channels = _load(args.config)
-    try:
-        url = database_url_for_config(engine_cfg, show_password=True)
-    except RuntimeError as exc:
-        print(f"conflicts: {exc}", file=sys.stderr)
+    _, channels, url = _database(args)
+    if url is None:
         return 1
     code, text = asyncio.run(run(url, args.appointment, channels=[c.name for c in channels],
                                  as_json=args.json))
@@ -265,6 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.add_argument("--show-password", action="store_true")
     p.set_defaults(func=cmd_dburl)
+    p = sub.add_parser("journal", help="list journaled messages (newest first), or show one with its "
+                                       "message; --raw ID writes its bytes for a resend")
+    p.add_argument("id", type=int, nargs="?", help="show this journal row (prints patient data)")
+    p.add_argument("--config")
+    p.add_argument("--raw", action="store_true", help="with ID: write the message's bytes exactly as "
+                                                       "received (for radsched-engine send)")
+    p.add_argument("--since", default="24h", help="window: 30m, 24h, 7d or an ISO date/time (default 24h)")
+    p.add_argument("--outcome", action="append", metavar="OUTCOME",
+                   help="accepted, filtered, duplicate, rejected, retry or error (repeatable)")
+    p.add_argument("--channel")
+    p.add_argument("--control-id", metavar="MSH-10")
+    p.add_argument("--type", metavar="TYPE^TRIGGER", help="e.g. SIU^S12")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_journal)
     p = sub.add_parser("outbox", help="list waiting (or --dead) outbox rows; --retry ID re-queues a dead one")
     p.add_argument("--config")
     p.add_argument("--dead", action="store_true", help="list dead-lettered rows instead")

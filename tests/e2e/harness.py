@@ -13,6 +13,13 @@ from radsched_engine.config import load_channels, load_engine
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_messages"
 SHARED_SAMPLES = (ROOT / ".." / "shared" / "hl7-samples").resolve()
+PERSIST_CHANNEL = """
+listen: ${RADSCHED_MLLP_LISTEN}
+pipeline:
+  - parse
+  - validate
+  - persist
+"""
 
 
 @asynccontextmanager
