@@ -190,7 +190,8 @@ def cmd_journal(args: argparse.Namespace) -> int:
         return 1
     code, out = asyncio.run(run(
         url, args.id, raw=args.raw, since=args.since, outcomes=args.outcome or (),
-        channel=args.channel, control_id=args.control_id, message_type=args.type, limit=args.limit))
+        channel=args.channel, control_id=args.control_id, message_type=args.type,
+        contains=args.contains, limit=args.limit))
     if isinstance(out, bytes):
         sys.stdout.buffer.write(out)
         sys.stdout.flush()
@@ -300,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel")
     p.add_argument("--control-id", metavar="MSH-10")
     p.add_argument("--type", metavar="TYPE^TRIGGER", help="e.g. SIU^S12")
+    p.add_argument("--contains", metavar="TEXT",
+                   help="messages whose bytes contain TEXT (an MRN, an appointment id, ...)")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_journal)
     p = sub.add_parser("outbox", help="list waiting (or --dead) outbox rows; --retry ID re-queues a dead one")

@@ -1,9 +1,10 @@
 """``radsched-engine journal``: the message journal from a terminal (Mirth's message browser, trimmed).
 
 Without an id: the newest journal rows received within ``since`` (default 24 hours), filtered by
-outcome, channel, MSH-10 or message type, one line each (id, received, channel, peer, type,
-MSH-10, outcome, ACK, HL7 error code and location, error text), after a count per outcome in
-the window. The listing carries no patient data: it never reads ``raw``.
+outcome, channel, MSH-10, message type or a text the message contains (an MRN, an appointment
+id: matched in the stored bytes), one line each (id, received, channel, peer, type, MSH-10,
+outcome, ACK, HL7 error code and location, error text), after a count per outcome in the window.
+The listing shows no patient data: ``raw`` is only searched, never shown.
 
 With an id: that row's columns and warnings, then the message one segment per line. That prints
 patient data, as psql would: it is for the operators who may read the journal. ``raw=True``
@@ -32,12 +33,13 @@ AND ($2::text[] IS NULL OR outcome = ANY ($2))
 AND ($3::text IS NULL OR channel = $3)
 AND ($4::text IS NULL OR control_id = $4)
 AND ($5::text IS NULL OR message_type = $5)
+AND ($6::bytea IS NULL OR position($6 IN raw) > 0)
 """
 _LIST = f"""
 SELECT id, channel, received_at, peer, control_id, message_type, outcome, ack_code, error_code,
        error_location, error
 FROM hl7_messages WHERE {_FILTERS}
-ORDER BY received_at DESC, id DESC LIMIT $6
+ORDER BY received_at DESC, id DESC LIMIT $7
 """
 _COUNTS = f"""
 SELECT outcome, count(*) AS n FROM hl7_messages WHERE {_FILTERS} GROUP BY outcome
@@ -131,7 +133,8 @@ def render_one(row: dict[str, Any]) -> str:
 
 async def run(url: str, row_id: int | None = None, *, raw: bool = False, since: str = "24h",
               outcomes: Sequence[str] = (), channel: str | None = None, control_id: str | None = None,
-              message_type: str | None = None, limit: int = 50) -> tuple[int, str | bytes]:
+              message_type: str | None = None, contains: str | None = None,
+              limit: int = 50) -> tuple[int, str | bytes]:
     """The command's work against the database at ``url``: (exit code, text or raw bytes)."""
     if raw and row_id is None:
         return 2, "journal: --raw needs the id of the row to write"
@@ -156,7 +159,8 @@ async def run(url: str, row_id: int | None = None, *, raw: bool = False, since: 
             if found is None:
                 return 1, f"journal: no row {row_id}"
             return 0, bytes(found["raw"]) if raw else render_one(dict(found.items()))
-        args = (start, list(outcomes) or None, channel, control_id, message_type)
+        needle = contains.encode() if contains else None
+        args = (start, list(outcomes) or None, channel, control_id, message_type, needle)
         rows = [dict(r.items()) for r in await conn.fetch(_LIST, *args, limit)]
         counts = {r["outcome"]: r["n"] for r in await conn.fetch(_COUNTS, *args)}
         return 0, render_list(rows, counts, start)

@@ -75,6 +75,9 @@ async def test_filters_by_outcome_control_id_type_channel_and_window(journaled, 
     assert "1 message(s) (rejected 1)" in text
     assert "0 message(s)" in (await run(db_url, channel="other"))[1]
     assert "0 message(s)" in (await run(db_url, since="2999-01-01"))[1]
+    code, text = await run(db_url, contains="FL1001")         # the appointment's filler id
+    assert "3 message(s) (accepted 1, duplicate 1, rejected 1)" in text
+    assert "0 message(s)" in (await run(db_url, contains="FL9999"))[1]
     code, text = await run(db_url, limit=2)
     assert len(text.splitlines()) == 2 + 2 + 1 and text.endswith(
         "(newest 2 of 5; --limit, --since or a filter for others)")
