@@ -170,16 +170,21 @@ def cmd_dburl(args: argparse.Namespace) -> int:
 
 
 def _database(args: argparse.Namespace) -> tuple[Any, list[Any], str | None]:
-    """The configuration, the channels and the URL of the database in use (password included);
-    None, with the reason printed, when there is none to use (e.g. no embedded server running)."""
+    """The configuration, the channels and the URL of the database in use (``_database_url``)."""
+    engine_cfg, channels = _load(args.config)
+    return engine_cfg, channels, _database_url(args.command, engine_cfg)
+
+
+def _database_url(command: str, engine_cfg: Any) -> str | None:
+    """The URL of the database in use (password included); None, with the reason printed, when
+    there is none to use (e.g. no embedded server running)."""
     from .store import database_url_for_config
 
-    engine_cfg, channels = _load(args.config)
     try:
-        return engine_cfg, channels, database_url_for_config(engine_cfg, show_password=True)
+        return database_url_for_config(engine_cfg, show_password=True)
     except RuntimeError as exc:
-        print(f"{args.command}: {exc}", file=sys.stderr)
-        return engine_cfg, channels, None
+        print(f"{command}: {exc}", file=sys.stderr)
+        return None
 
 
 def cmd_journal(args: argparse.Namespace) -> int:
@@ -224,16 +229,12 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from .store import database_url_for_config
-
     engine_cfg, _ = _load(args.config)
     if not engine_cfg.retention.enabled:
         print("prune: nothing to do: no retention period is configured (engine.yaml, retention:)")
         return 0
-    try:
-        url = database_url_for_config(engine_cfg, show_password=True)
-    except RuntimeError as exc:
-        print(f"prune: {exc}", file=sys.stderr)
+    url = _database_url("prune", engine_cfg)
+    if url is None:
         return 1
     code, text = asyncio.run(_prune(url, engine_cfg, args.dry_run))
     print(text, file=sys.stdout if code == 0 else sys.stderr)

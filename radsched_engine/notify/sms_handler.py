@@ -55,12 +55,6 @@ INSERT INTO sms_opt_outs (phone, source) VALUES ($1, $2) ON CONFLICT (phone) DO 
 _COMPOSED = ("to", "skip", "body")
 
 
-def _composed(payload: dict[str, Any]) -> dict[str, Any]:
-    """``payload`` with its facts replaced by the composed text, as ``_COMPOSE`` stores it."""
-    text = composed(payload)
-    return {**{k: v for k, v in payload.items() if k != FACTS}, **{k: text[k] for k in _COMPOSED}}
-
-
 def masked(number: str | None) -> str:
     """A number as logs may show it: country code and length only."""
     if not number:
@@ -86,7 +80,7 @@ class SmsHandler:
 
     async def deliver(self, row: OutboxRow) -> Delivery:
         fresh = FACTS in row.payload            # not composed yet: compose, store before sending
-        payload = _composed(row.payload) if fresh else row.payload
+        payload = composed(row.payload) if fresh else row.payload
         keep = payload if fresh else None       # stored with a verdict that sends nothing
         to, body = payload.get("to"), payload.get("body") or ""
         if not to:
@@ -128,9 +122,9 @@ class SmsHandler:
 
     async def compose(self, row: OutboxRow, text: dict[str, Any] | None = None) -> dict[str, Any]:
         """Choose the number and render the text from the row's facts (or take ``text``, the
-        row's payload ``_composed`` already); store them, then return the payload as stored
+        row's payload ``composed`` already); store them, then return the payload as stored
         (sending only ever uses what the row holds)."""
-        text = text or _composed(row.payload)
+        text = text or composed(row.payload)
         update = {k: text[k] for k in _COMPOSED}
         async with self.store.connection() as conn:
             stored = await conn.fetchval(_COMPOSE, row.id, update)

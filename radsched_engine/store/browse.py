@@ -17,13 +17,14 @@ Reads only; the window's lower bound uses the BRIN index on ``received_at``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+
+from .db import _init_connection
 
 OUTCOMES = ("accepted", "filtered", "duplicate", "rejected", "retry", "error")
 
@@ -152,8 +153,7 @@ async def run(url: str, row_id: int | None = None, *, raw: bool = False, since: 
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return 1, f"journal: database cannot be used: {type(exc).__name__}: {str(exc)[:200]}"
     try:
-        await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
-                                  schema="pg_catalog")
+        await _init_connection(conn)       # jsonb as Python objects, as the store's pool has it
         if row_id is not None:
             found = await conn.fetchrow(_ONE, row_id)
             if found is None:
