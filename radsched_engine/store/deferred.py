@@ -2,13 +2,15 @@
 
 A stage adds items to its exchange (``add``); the unit of work gathers those of every message
 it commits and sends them in the same simple-protocol query as the COMMIT (``commit_sql``), so
-they cost no round trip of their own: ``[SELECT radsched_finish(<post>, NULL);] [INSERT INTO
-outbox ... VALUES ...;] COMMIT`` (migration 0303 for the post document). The outbox rows go in
-a plain INSERT rather than through ``radsched_finish``/``radsched_enqueue``: measured on the
-embedded server, one text's row cost PostgreSQL ~30 µs less that way (the two PL/pgSQL calls,
-the JSON recordset). Items of a message whose effects are rolled back are dropped with it. Items
-live in ``exchange.data`` as tuples replaced on each add, so a shallow copy of ``data`` is a
-safe snapshot.
+they cost no round trip of their own: ``[SELECT radsched_finish(<post>, NULL);] [EXECUTE
+radsched_outbox_add(...); ...] COMMIT`` (migration 0303 for the post document). The outbox rows
+go through ``radsched_outbox_add``, a statement every pooled connection prepares once
+(``prepare``, from the pool's connection set-up): a plain INSERT in the query text was parsed,
+analysed and planned again for every commit, ~25 µs of PostgreSQL's CPU per text on the path
+of the ACK (measured on the embedded server; ``radsched_finish``/``radsched_enqueue``, the two
+PL/pgSQL calls and the JSON recordset, cost more still). Items of a message whose effects are
+rolled back are dropped with it. Items live in ``exchange.data`` as tuples replaced on each
+add, so a shallow copy of ``data`` is a safe snapshot.
 
 ``POST`` items (``("conflicts", {id, value})`` / ``("links", {key, strip, add})``) are findings
 of bookings whose check ran in the same call as their write; the unit of work also writes them
@@ -27,10 +29,17 @@ OUTBOX = "deferred_outbox"        # exchange.data key: outbox rows (radsched_enq
 POST = "deferred_post"            # exchange.data key: (kind, item) pairs for radsched_finish
 _TAG = "$radsched_deferred$"
 _FLUSH = "SELECT radsched_finish($1::jsonb, $2::jsonb)"
-# The outbox insert (radsched_enqueue's, migration 0301), its VALUES rows to fill in: here as
-# literals, in ``store.outbox.enqueue`` as parameters.
+# The outbox insert (radsched_enqueue's, migration 0301), its VALUES row to fill in: prepared
+# per connection here, in ``store.outbox.enqueue`` as asyncpg's own prepared statement.
 OUTBOX_INSERT = ("INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id) "
                  "VALUES {} ON CONFLICT (dedupe_key) DO NOTHING")
+PREPARED = "radsched_outbox_add"
+PREPARE = (f"PREPARE {PREPARED} (text, text, jsonb, timestamptz, integer) AS "
+           + OUTBOX_INSERT.format("($1, $2, $3, coalesce($4, now()), $5)"))
+# Server process ids of the connections that hold PREPARED (a connection is its backend's for
+# life; ``prepare`` runs for every new pooled connection, so a reused pid is prepared afresh).
+_prepared: set[int] = set()
+_HELD = "SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = $1)"
 
 
 def add(exchange: Any, key: str, item: Any) -> None:
@@ -62,13 +71,41 @@ def take_post(exchanges: Iterable[Any]) -> dict[str, list[Any]] | None:
     return post
 
 
+async def prepare(conn: asyncpg.Connection) -> None:
+    """Prepare ``radsched_outbox_add`` on a new connection (outside any transaction); a database
+    without the outbox table yet (not migrated) is left for ``ready`` to prepare on first use."""
+    pid = conn.get_server_pid()
+    _prepared.discard(pid)
+    try:
+        await conn.execute(PREPARE)
+    except asyncpg.UndefinedTableError:
+        return
+    _prepared.add(pid)
+
+
+async def ready(conn: asyncpg.Connection) -> None:
+    """Make sure ``conn`` holds ``radsched_outbox_add`` before a ``commit_sql`` with rows (round
+    trips only on a connection opened before the database was migrated, or after ``forget``)."""
+    pid = conn.get_server_pid()
+    if pid not in _prepared:
+        if not await conn.fetchval(_HELD, PREPARED):
+            await conn.execute(PREPARE)
+        _prepared.add(pid)
+
+
+def forget(conn: asyncpg.Connection) -> None:
+    """``conn`` turned out not to hold the statement (its commit failed saying so): prepare again."""
+    _prepared.discard(conn.get_server_pid())
+
+
 def commit_sql(rows: list[dict[str, Any]], post: dict[str, list[Any]] | None = None) -> str:
     """``COMMIT``, preceded by the deferred writes when there are any: one round trip.
 
-    Texts travel as dollar-quoted literals (nothing to escape); in the rare case one holds the
-    quote tag (or ends with its first part), the caller gets ``""`` and must ``flush`` first and
-    commit separately. If the writes fail the COMMIT in the same query string is not run: the
-    transaction is left failed, for the caller to roll back.
+    The rows need ``radsched_outbox_add`` on the connection (``ready``). Texts travel as
+    dollar-quoted literals (nothing to escape); in the rare case one holds the quote tag (or ends
+    with its first part), the caller gets ``""`` and must ``flush`` first and commit separately.
+    If the writes fail the COMMIT in the same query string is not run: the transaction is left
+    failed, for the caller to roll back.
     """
     parts = []
     if post is not None:
@@ -76,20 +113,15 @@ def commit_sql(rows: list[dict[str, Any]], post: dict[str, list[Any]] | None = N
         if text is None:
             return ""
         parts.append(f"SELECT radsched_finish({text}::jsonb, NULL)")
-    if rows:
-        values = []
-        for row in rows:
-            kind, key, payload = (_literal(row["kind"]), _literal(row["dedupe_key"]),
-                                  _literal(_json(row["payload"])))
-            due = "now()" if row.get("not_before") is None else _literal(row["not_before"])
-            if None in (kind, key, payload, due):
-                return ""
-            if due != "now()":
-                due += "::timestamptz"
-            aid = row.get("appointment_id")
-            values.append(f"({kind}, {key}, {payload}::jsonb, {due}, "
-                          f"{'NULL' if aid is None else int(aid)})")
-        parts.append(OUTBOX_INSERT.format(", ".join(values)))
+    for row in rows:
+        kind, key, payload = (_literal(row["kind"]), _literal(row["dedupe_key"]),
+                              _literal(_json(row["payload"])))
+        due = "NULL" if row.get("not_before") is None else _literal(row["not_before"])
+        if None in (kind, key, payload, due):
+            return ""
+        aid = row.get("appointment_id")
+        parts.append(f"EXECUTE {PREPARED}({kind}, {key}, {payload}, {due}, "
+                     f"{'NULL' if aid is None else int(aid)})")
     return "; ".join([*parts, "COMMIT"])
 
 

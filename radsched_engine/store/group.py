@@ -43,6 +43,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from .. import metrics
 from ..exchange import Exchange, Outcome
 from . import deferred
@@ -191,7 +193,13 @@ class GroupUnitOfWork(UnitOfWork):
         if not sql:
             await deferred.flush(conn, rows, post)
             sql = "COMMIT"
-        await conn.execute(sql)
+        elif rows:
+            await deferred.ready(conn)
+        try:
+            await conn.execute(sql)
+        except asyncpg.InvalidSQLStatementNameError:
+            deferred.forget(conn)      # the statement went missing: prepared again on the retry
+            raise
 
     @staticmethod
     async def _settle(member: _Member, work: Awaitable[None]) -> None:

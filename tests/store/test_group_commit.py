@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -13,9 +14,10 @@ import pytest
 from radsched_engine.errors import Problem
 from radsched_engine.exchange import Exchange, Outcome
 from radsched_engine.pipeline import Pipeline, StageSpec
-from radsched_engine.store import Store, deferred
+from radsched_engine.store import Store, deferred, migrate
 from radsched_engine.store.group import GroupUnitOfWork
 from radsched_engine.store.outbox import defer
+from tests.conftest import with_database
 from tests.store.helpers import exchange, fetch, journal_rows, siu
 
 Body = Callable[[Exchange], Awaitable[None]]
@@ -292,9 +294,10 @@ async def test_outbox_rows_ride_on_the_commit_even_when_they_hold_the_quote_tag(
 
 async def test_outbox_rows_on_the_commit_keep_every_column_and_the_first_of_a_key(
         store: Store, db_url: str) -> None:
-    """The rows go in the COMMIT's query as one INSERT: due time (given or now), appointment
-    id (or none), the first row of a dedupe key kept; a key ending with the quote tag's first
-    part (which the closing tag would complete) takes the flush path and is stored as given."""
+    """The rows go in the COMMIT's query, one EXECUTE of the prepared insert each: due time
+    (given or now), appointment id (or none), the first row of a dedupe key kept; a key ending
+    with the quote tag's first part (which the closing tag would complete) takes the flush path
+    and is stored as given."""
     await _probe_table(db_url)
     uow = GroupUnitOfWork(store, "scheduling")
     later = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -308,7 +311,7 @@ async def test_outbox_rows_on_the_commit_keep_every_column_and_the_first_of_a_ke
         defer(ex, "sms", "k-$radsched_deferred", {"n": 4}, appointment_id=43)
 
     assert deferred.commit_sql([{"kind": "sms", "dedupe_key": "x", "payload": {}}]).startswith(
-        "INSERT INTO outbox")
+        "EXECUTE radsched_outbox_add(")
     assert deferred.commit_sql([{"kind": "sms", "dedupe_key": "k-$radsched_deferred",
                                  "payload": {}}]) == ""
     before = datetime.now(UTC)
@@ -321,6 +324,53 @@ async def test_outbox_rows_on_the_commit_keep_every_column_and_the_first_of_a_ke
         ("k-$radsched_deferred", "4", 43, "pending")]
     assert rows[0]["next_attempt_at"] == later
     assert before - timedelta(seconds=5) <= rows[1]["next_attempt_at"] <= datetime.now(UTC)
+
+
+async def test_each_pooled_connection_prepares_the_outbox_insert_and_one_that_lost_it_recovers(
+        store: Store, db_url: str) -> None:
+    """Every pooled connection prepares ``radsched_outbox_add`` when it opens; one whose statement
+    went missing (here: DEALLOCATE by hand) fails that one commit, nothing of it written, and
+    prepares it again for the next."""
+    await _probe_table(db_url)
+    uow = GroupUnitOfWork(store, "scheduling")
+    held = "SELECT count(*) FROM pg_prepared_statements WHERE name = 'radsched_outbox_add'"
+    async with store.connection() as conn:      # the pool's only connection so far
+        assert await conn.fetchval(held) == 1
+        await conn.execute("DEALLOCATE radsched_outbox_add")
+    with pytest.raises(asyncpg.InvalidSQLStatementNameError):
+        await uow.run(exchange(siu("S12", "LOST")), writer())
+    await uow.run(exchange(siu("S12", "AGAIN")), writer())
+    assert [r["dedupe_key"] for r in await fetch(db_url, "SELECT dedupe_key FROM outbox")] == [
+        "k-AGAIN"]
+    assert [r["n"] for r in await fetch(db_url, "SELECT n FROM probe")] == ["AGAIN"]
+    async with store.connection() as conn:
+        assert await conn.fetchval(held) == 1
+
+
+async def test_a_store_opened_before_the_schema_prepares_the_insert_on_first_use(
+        pg_server: str) -> None:
+    """A pool opened on a database not migrated yet cannot prepare the insert at its start (no
+    outbox table): its first commit with a text prepares it."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(pg_server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(pg_server, name)
+    try:
+        store = await Store.open(url, pool_min=1, pool_max=1, connect_timeout=5.0,
+                                 command_timeout=10.0)
+        try:
+            await migrate(url)
+            await _probe_table(url)
+            uow = GroupUnitOfWork(store, "scheduling")
+            await uow.run(exchange(siu("S12", "FIRST")), writer())
+            await uow.run(exchange(siu("S12", "NEXT")), writer())
+            rows = await fetch(url, "SELECT dedupe_key FROM outbox ORDER BY id")
+            assert [r["dedupe_key"] for r in rows] == ["k-FIRST", "k-NEXT"]
+        finally:
+            await store.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 async def test_non_ascii_text_rides_on_the_commit_unchanged(store: Store, db_url: str) -> None:
