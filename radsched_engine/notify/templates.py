@@ -107,11 +107,13 @@ def prep_from_findings(findings: Any) -> tuple[str, ...]:
     """Preparation texts of the conflict check's ``info`` findings (dicts or Finding objects)."""
     found: list[str] = []
     for finding in findings or ():
-        get = finding.get if isinstance(finding, Mapping) else (lambda k, d=None, f=finding: getattr(f, k, d))
-        if get("severity") != "info":
+        if type(finding) is dict or isinstance(finding, Mapping):
+            severity, details = finding.get("severity"), finding.get("details")
+        else:
+            severity, details = getattr(finding, "severity", None), getattr(finding, "details", None)
+        if severity != "info" or not details:
             continue
-        details = get("details") or {}
-        prep = details.get("prep") if isinstance(details, Mapping) else None
+        prep = details.get("prep") if type(details) is dict or isinstance(details, Mapping) else None
         if isinstance(prep, str) and prep.strip() and prep.strip() not in found:
             found.append(prep.strip())
     return tuple(found)

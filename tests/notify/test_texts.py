@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -64,8 +65,9 @@ def test_prep_from_findings_takes_info_prep_only_once() -> None:
         {"rule": "PREP-INSTRUCTIONS", "severity": "info", "details": {"prep": "Fast 6 hours"}},
         {"rule": "X", "severity": "block", "details": {"prep": "not this"}},
         {"rule": "Y", "severity": "info", "details": {}},
+        MappingProxyType({"severity": "info", "details": MappingProxyType({"prep": "No metal"})}),
     ]
-    assert prep_from_findings(findings) == ("Fast 6 hours",)
+    assert prep_from_findings(findings) == ("Fast 6 hours", "No metal")
     assert prep_from_findings(None) == ()
 
 
