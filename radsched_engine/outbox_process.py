@@ -16,8 +16,9 @@ with its handlers, as ``services.build_worker`` builds them) in a child process:
 - it stops when the engine asks (in-flight deliveries get the worker's ``stop_grace``), on
   SIGTERM/SIGINT (a service manager signalling the whole group), or when the pipe closes (the
   engine died);
-- it runs ``spec["nice"]`` steps below the engine's CPU priority (``RADSCHED_OUTBOX_NICE``), so
-  where the two share a core the scheduler lets a message arriving pre-empt a send.
+- it runs below the engine's CPU priority (``spec["nice"]``, ``RADSCHED_OUTBOX_NICE``): by default
+  under Linux's ``SCHED_IDLE`` policy, so where the two share a core a message arriving pre-empts
+  a send at once (BENCHMARKS.md, notify notes); or that many nice steps below.
 """
 
 from __future__ import annotations
@@ -196,11 +197,9 @@ class _PipeStream:
 def child_main(conn: Any, spec: dict[str, Any]) -> None:
     """Entry point of the worker process (``multiprocessing`` spawn target)."""
     lock = threading.Lock()
-    nice = int(spec.get("nice", 0))
-    if nice:
-        os.nice(nice)
     logs.configure(spec.get("log_format", "json"), spec.get("log_level", "info"),
                    stream=_PipeStream(conn, lock))
+    _give_way(spec.get("nice", 0))
     try:
         import uvloop
 
@@ -215,6 +214,20 @@ def child_main(conn: Any, spec: dict[str, Any]) -> None:
         raise SystemExit(1) from None
     finally:
         logs.flush()
+
+
+def _give_way(nice: int | str) -> None:
+    """Lower this process's CPU priority before any thread starts (threads inherit it)."""
+    if nice == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except (AttributeError, OSError) as exc:   # not Linux, or refused: the lowest nice
+            log.warning("outbox_priority_fallback", wanted="SCHED_IDLE", used="nice 19",
+                        error=type(exc).__name__)
+            nice = 19
+    if nice:
+        os.nice(int(nice))
 
 
 async def _serve(conn: Any, lock: threading.Lock, spec: dict[str, Any]) -> None:

@@ -39,7 +39,7 @@ async def build_services(config: Any, store: Any, env: dict[str, str]) -> tuple[
     ``RADSCHED_SMS_MAX_ATTEMPTS`` (10), ``RADSCHED_SMS_RATE`` (texts started per second, 10:
     Twilio queues beyond a sender's throughput anyway), ``RADSCHED_OUTBOX_POLL_SECONDS`` (0.5),
     ``RADSCHED_OUTBOX_LEASE_SECONDS`` (120), ``RADSCHED_OUTBOX_PROCESS`` (1),
-    ``RADSCHED_OUTBOX_NICE`` (10: the worker process's lower CPU priority).
+    ``RADSCHED_OUTBOX_NICE`` (idle: the worker process runs under SCHED_IDLE; or 0-19 nice steps).
     """
     services: dict[str, Any] = {}
     background: list[Any] = []
@@ -114,15 +114,20 @@ async def _worker_process(config: Any, store: Any, env: dict[str, str], services
                           "nice": _niceness(env)})
 
 
-def _niceness(env: dict[str, str]) -> int:
-    """``RADSCHED_OUTBOX_NICE``: how much lower the worker process's CPU priority is than the
-    engine's (0-19, default 10), so that a text or an analysis being prepared gives way at once
-    to a message arriving on the shared core."""
-    text = env.get("RADSCHED_OUTBOX_NICE", "").strip()
-    if not text:
-        return 10
+def _niceness(env: dict[str, str]) -> int | str:
+    """``RADSCHED_OUTBOX_NICE``: how the worker process gives way to the engine on a shared core.
+
+    ``idle`` (the default): Linux's ``SCHED_IDLE`` policy, under which a message arriving takes
+    the core from a text or an analysis being prepared at once (a lower nice value only shares
+    it less); the worker then runs on CPU time the engine leaves, so at full load texts wait in
+    the outbox. ``0``-``19``: that many nice steps below the engine instead (shares the core).
+    """
+    text = env.get("RADSCHED_OUTBOX_NICE", "").strip().lower()
+    if not text or text == "idle":
+        return "idle"
     if not text.isdigit() or int(text) > 19:
-        raise ValueError(f"RADSCHED_OUTBOX_NICE must be a whole number from 0 to 19, not {text!r}")
+        raise ValueError("RADSCHED_OUTBOX_NICE must be idle or a whole number from 0 to 19, "
+                         f"not {text!r}")
     return int(text)
 
 

@@ -138,18 +138,24 @@ def _niceness(pid: int) -> int:
 
 async def test_the_worker_process_gives_way_to_the_engine(store: Store, db_url: str,
                                                           tmp_path: Path) -> None:
-    """It runs at a lower CPU priority (10 steps by default, ``RADSCHED_OUTBOX_NICE``): a text
-    being prepared yields the core to a message arriving; a bad value stops the start-up."""
-    for env, lower in (({}, 10), ({"RADSCHED_OUTBOX_NICE": "3"}, 3)):
+    """It runs below the engine's CPU priority: under ``SCHED_IDLE`` by default (a message
+    arriving takes the core from a text being prepared at once), or ``RADSCHED_OUTBOX_NICE``
+    nice steps lower; a bad value stops the start-up."""
+    for env, policy, lower in (({}, os.SCHED_IDLE, 0),
+                               ({"RADSCHED_OUTBOX_NICE": "idle"}, os.SCHED_IDLE, 0),
+                               ({"RADSCHED_OUTBOX_NICE": "3"}, os.SCHED_OTHER, 3)):
         services, _ = await build_services(engine_config(db_url, tmp_path), store, {**FAST, **env})
         worker = services["outbox"]
         await worker.start()
         try:
-            assert _niceness(worker.process.pid) == min(19, _niceness(os.getpid()) + lower)
+            pid = worker.process.pid
+            assert os.sched_getscheduler(pid) == policy
+            assert _niceness(pid) == min(19, _niceness(os.getpid()) + lower)
+            assert worker.readiness() == {"outbox_process": "up"}
         finally:
             await worker.stop()
     for bad in ("-5", "20", "high"):
-        with pytest.raises(ValueError, match="RADSCHED_OUTBOX_NICE must be a whole number from 0 to 19"):
+        with pytest.raises(ValueError, match="RADSCHED_OUTBOX_NICE must be idle or a whole number"):
             await build_services(engine_config(db_url, tmp_path), store,
                                  {"RADSCHED_OUTBOX_NICE": bad})
 
