@@ -81,8 +81,12 @@ class OutboxHandler(Protocol):
     """Delivers the rows of one kind; registered with the worker, built by ``services.py``.
 
     Optional attributes the worker also honours: ``rate`` (float: most deliveries started per
-    second, e.g. the provider's throughput; None = no limit) and ``lease`` (float: seconds a
-    claim is held, for handlers slower than the worker's default).
+    second, e.g. the provider's throughput; None = no limit), ``lease`` (float: seconds a
+    claim is held, for handlers slower than the worker's default) and ``async_record`` (bool:
+    results are committed without waiting for the disk. A crash of the database within
+    ``wal_writer_delay`` (0.2 s) can then lose a result: the row is still ``sending`` under its
+    lease and goes to ``reconcile`` when the lease ends, so only a handler whose ``reconcile``
+    finds out from the outside world whether the effect happened may set it).
     """
 
     kind: str                 # e.g. "sms", "ai_analysis"
@@ -126,8 +130,13 @@ _RECORD = """
 UPDATE outbox SET status = $3, attempts = attempts + $4, next_attempt_at = $5, locked_until = $6,
                   last_error = $7, result = $8::jsonb, payload = coalesce($9::jsonb, payload),
                   updated_at = now()
-WHERE id = $1 AND status = 'sending' AND locked_until = $2
+{}WHERE id = $1 AND status = 'sending' AND locked_until = $2
 """
+# For handlers with ``async_record``: the statement's own transaction commits without waiting
+# for its WAL to reach the disk (set_config(..., true) lasts until that commit).
+_RECORD_ASYNC = _RECORD.format(
+    "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit\n")
+_RECORD = _RECORD.format("")
 
 _GAUGES = f"""
 SELECT kind, count(*) AS depth, min(created_at) AS oldest FROM outbox
@@ -344,8 +353,9 @@ class OutboxWorker:
             attempts_delta = -1
         db_status = {"done": "sent", "retry": "sending" if locked else "retry", "held": "pending"}.get(
             status, status)
+        sql = _RECORD_ASYNC if getattr(handler, "async_record", False) else _RECORD
         async with self.store.connection() as conn:
-            outcome = await conn.execute(_RECORD, row.id, until, db_status, attempts_delta, next_at,
+            outcome = await conn.execute(sql, row.id, until, db_status, attempts_delta, next_at,
                                          locked, delivery_error if status != "done" else None,
                                          result or None, delivery.payload)
         if not outcome.endswith(" 1"):

@@ -2,13 +2,13 @@
 
 Per row (payload written by the notify stage: the text's ``facts``, ``quiet``): at the first claim
 the facts become ``to``, ``skip`` and ``body`` (``notify.compose``), stored in the row before
-anything is sent (a row written with ``to``/``skip``/``body`` already is taken as it is); when
-nothing is sent (the cases below up to the dry run) they are stored with the verdict instead, in
-the same statement (one transaction per row less: the default install runs dry until Twilio
-credentials are set); then
+anything is sent, in the statement that also asks whether the number opted out (a row written
+with ``to``/``skip``/``body`` already is taken as it is); when nothing is sent (no number, quiet
+hours, running dry) they are stored with the verdict instead, in the same statement (one
+transaction per row less: the default install runs dry until Twilio credentials are set); then
 
-- no usable number → ``skipped`` (``skipped_no_phone``); number opted out → ``skipped``
-  (``opted_out``); inside quiet hours → ``held`` until the window ends (not an attempt);
+- no usable number → ``skipped`` (``skipped_no_phone``); inside quiet hours → ``held`` until the
+  window ends (not an attempt); number opted out → ``skipped`` (``opted_out``);
 - no Twilio credentials → ``skipped`` (``skipped_dry_run``): nothing sent, the text stays in the
   row, the log line carries only its length;
 - sent → ``done`` with the SID; 429, 5xx, timeouts and connection trouble → ``retry`` (backoff in
@@ -20,7 +20,9 @@ Never twice: before anything is re-sent after a crash (row found ``sending`` wit
 lease) or after an in-doubt attempt, ``reconcile`` asks Twilio (``SmsSender.find_sent``: same
 number, same body, created since the row was queued). Found → ``done`` without sending; Twilio
 cannot be asked → still in doubt, try again later; not found → send. A row still holding its facts
-was never sent (the text is stored before any send).
+was never sent (the text is stored before any send). That is also why results are recorded
+without waiting for the disk (``async_record``): one lost with a database crash leaves the row
+``sending``, and it is reconciled like the others.
 """
 
 from __future__ import annotations
@@ -39,13 +41,19 @@ from .quiet import held_until
 log = structlog.get_logger("radsched.notify")
 
 # The composed text is stored once: a row composed already (by another worker that held the
-# lease before) keeps its text, and the caller reads it back.
+# lease before) keeps its text, and the caller reads that back (the statement's snapshot is
+# from before its update). In the same round trip: whether the number it goes to opted out.
 _COMPOSE = """
-UPDATE outbox SET payload = (payload - 'facts') || $2::jsonb, updated_at = now()
-WHERE id = $1 AND payload ? 'facts'
-RETURNING payload
+WITH stored AS (
+    UPDATE outbox SET payload = (payload - 'facts') || $2::jsonb, updated_at = now()
+    WHERE id = $1 AND payload ? 'facts'
+    RETURNING payload
+), current AS (
+    SELECT coalesce((SELECT payload FROM stored), (SELECT payload FROM outbox WHERE id = $1)) AS payload
+)
+SELECT payload, EXISTS (SELECT 1 FROM sms_opt_outs WHERE phone = payload->>'to') AS opted_out
+FROM current
 """
-_PAYLOAD = "SELECT payload FROM outbox WHERE id = $1"
 _OPTED_OUT = "SELECT EXISTS (SELECT 1 FROM sms_opt_outs WHERE phone = $1)"
 _OPT_OUT = """
 INSERT INTO sms_opt_outs (phone, source) VALUES ($1, $2) ON CONFLICT (phone) DO NOTHING
@@ -66,6 +74,8 @@ class SmsHandler:
     """``OutboxHandler`` for ``sms`` rows; ``store`` holds the opt-out list (the worker's store)."""
 
     kind = "sms"
+    # A result lost with a database crash leaves the row "sending": reconcile asks Twilio.
+    async_record = True
 
     def __init__(self, sender: SmsSender, store: Any, *, concurrency: int = 4, max_attempts: int = 10,
                  rate: float | None = None, status_callback: str | None = None,
@@ -91,15 +101,18 @@ class SmsHandler:
             wait = (until - self.clock()).total_seconds()
             return Delivery("held", {"reason": "quiet_hours", "until": until.isoformat()},
                             retry_after=max(1.0, wait), payload=keep)
-        if await self._opted_out(to):
+        if fresh and not self.sender.dry_run:   # the text goes out as the row holds it
+            payload, opted_out = await self._store(row, payload)
+            to, body = payload.get("to") or "", payload.get("body") or ""
+            keep = None                         # stored already
+        else:
+            opted_out = await self._opted_out(to)
+        if opted_out:
             return Delivery("skipped", {"reason": "opted_out"}, label="opted_out", payload=keep)
         if self.sender.dry_run:
             log.info("sms_dry_run", row=row.id, dest=masked(to), chars=len(body),
                      missing=list(self.sender.settings.missing()))
             return Delivery("skipped", {"reason": "dry_run"}, label="skipped_dry_run", payload=keep)
-        if fresh:                               # the text goes out as the row holds it
-            payload = await self.compose(row, payload)
-            to, body = payload.get("to") or "", payload.get("body") or ""
         result = await self.sender.send(to, body, status_callback=self.status_callback)
         return await self._verdict(row, to, result)
 
@@ -124,15 +137,19 @@ class SmsHandler:
         """Choose the number and render the text from the row's facts (or take ``text``, the
         row's payload ``composed`` already); store them, then return the payload as stored
         (sending only ever uses what the row holds)."""
+        return (await self._store(row, text))[0]
+
+    async def _store(self, row: OutboxRow, text: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, Any], bool]:
+        """``compose``, and whether the number the stored text goes to has opted out."""
         text = text or composed(row.payload)
         update = {k: text[k] for k in _COMPOSED}
         async with self.store.connection() as conn:
-            stored = await conn.fetchval(_COMPOSE, row.id, update)
-            if stored is None:
-                stored = await conn.fetchval(_PAYLOAD, row.id)
+            found = await conn.fetchrow(_COMPOSE, row.id, update)
+        stored = found["payload"] if found is not None else None
         if not isinstance(stored, dict) or FACTS in stored:
             raise RuntimeError("the composed text could not be stored")
-        return stored
+        return stored, bool(found["opted_out"])
 
     async def _verdict(self, row: OutboxRow, to: str, result: SendResult) -> Delivery:
         base: dict[str, Any] = {"error_code": result.error_code} if result.error_code else {}

@@ -40,6 +40,15 @@ async def queue(store: Store, key: str, text_facts_: dict[str, Any]) -> int:
         return await conn.fetchval("SELECT id FROM outbox WHERE dedupe_key = $1", key)
 
 
+async def drain_one(store: Store, twilio_fake: FakeTwilio, clock: Clock) -> None:
+    """A worker against the fake Twilio handles the one row queued, then stops."""
+    worker, _ = sms_worker(store, twilio_fake.env(), clock)
+    try:
+        assert await worker.drain() == 1
+    finally:
+        await worker.stop()
+
+
 def payload(got: dict[str, Any]) -> dict[str, Any]:
     return json.loads(got["payload"])
 
@@ -84,15 +93,25 @@ async def test_no_number_is_skipped_with_its_reason_and_the_text_kept(
         store: Store, db_url: str, twilio_fake: FakeTwilio) -> None:
     clock = Clock()
     rid = await queue(store, "k1", facts(Phone("12", "PRN", "PH")))
-    worker, _ = sms_worker(store, twilio_fake.env(), clock)
-    try:
-        assert await worker.drain() == 1
-    finally:
-        await worker.stop()
+    await drain_one(store, twilio_fake, clock)
     got = await row(db_url, rid)
     assert got["status"] == "skipped"
     assert json.loads(got["result"]) == {"reason": "no_phone", "detail": "invalid"}
     assert payload(got)["body"] == BODY and payload(got)["to"] is None
+    assert twilio_fake.requests == []
+
+
+async def test_a_fresh_text_to_an_opted_out_number_is_stored_and_never_sent(
+        store: Store, db_url: str, twilio_fake: FakeTwilio) -> None:
+    """The statement that stores the composed text also says whether its number opted out."""
+    clock = Clock()
+    async with store.connection() as conn:
+        await conn.execute("INSERT INTO sms_opt_outs (phone) VALUES ($1)", TO)
+    rid = await queue(store, "k1", facts(Phone("617-555-0123", "PRN", "CP")))
+    await drain_one(store, twilio_fake, clock)
+    got = await row(db_url, rid)
+    assert (got["status"], json.loads(got["result"])) == ("skipped", {"reason": "opted_out"})
+    assert (payload(got)["to"], payload(got)["body"], FACTS in payload(got)) == (TO, BODY, False)
     assert twilio_fake.requests == []
 
 
@@ -169,11 +188,7 @@ async def test_a_text_that_is_not_sent_is_composed_and_judged_in_one_write(
     assert FACTS not in payload(await row(db_url, none))
 
     sent = await queue(store, "k-sent", facts(Phone("617-555-0123", "PRN", "CP")))
-    worker, _ = sms_worker(store, twilio_fake.env(), clock)
-    try:
-        assert await worker.drain() == 1
-    finally:
-        await worker.stop()
+    await drain_one(store, twilio_fake, clock)
     assert (await row_writes(db_url))[sent] == ["sending", "sending", "sent"]
     assert [m["Body"] for m in twilio_fake.sent] == [BODY]
 

@@ -44,6 +44,23 @@ async def test_done_row_is_sent_with_its_result(store: Store, db_url: str) -> No
     assert handler.reconciled == []
 
 
+async def test_an_async_record_handler_commits_without_leaving_the_setting_behind(
+        db_url: str) -> None:
+    """``async_record``: the result's own commit does not wait for the disk; the connection's
+    next transactions (the claims) are synchronous again."""
+    store = await Store.open(db_url, pool_min=1, pool_max=1, connect_timeout=5.0, command_timeout=10.0)
+    try:
+        handler = ScriptedHandler()
+        handler.async_record = True
+        rid = await add(store, "test", "k1", {"x": 1}, appointment_id=None)
+        assert await worker(store, handler).drain() == 1
+        assert (await row(db_url, rid))["status"] == "sent"
+        async with store.connection() as conn:        # the pool's only connection
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await store.close()
+
+
 async def test_rows_of_other_kinds_are_left_alone(store: Store, db_url: str) -> None:
     rid = await add(store, "someone_else", "k1")
     assert await worker(store, ScriptedHandler()).drain() == 0
