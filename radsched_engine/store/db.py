@@ -39,7 +39,7 @@ def _json_encode(value: Any) -> bytes:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     """json/jsonb as Python objects on every pooled connection (payloads are plain dicts), and
-    the outbox insert the unit of work sends with its COMMIT prepared (``deferred.prepare``).
+    the outbox inserts the unit of work sends with its COMMIT prepared (``deferred.prepare``).
 
     Binary format, so that jsonb columns inside composite values (a whole row returned by a
     function) decode too.
@@ -145,8 +145,8 @@ class Store:
 
     The pool skips asyncpg's per-release ``RESET ALL``: do not leave session state on pooled
     connections (use ``SET LOCAL``, transaction-scoped advisory locks; LISTEN on a connection
-    of your own); the one exception is the outbox insert every connection prepares at its start
-    (``deferred.prepare``), never changed after. json/jsonb columns take and return Python objects.
+    of your own); the one exception is the two outbox inserts every connection prepares at its
+    start (``deferred.prepare``), never changed after. json/jsonb columns take and return Python objects.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float) -> None:
