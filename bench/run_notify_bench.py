@@ -16,9 +16,10 @@ rows are only marked). The engine (with its outbox worker process) is pinned to 
 PostgreSQL, the load generator and this script's process share core 1, where the fake Twilio
 runs in threads under ``SCHED_IDLE`` (it stands for a service on other machines, whose CPU is
 not ours to share). Besides latency it records the CPU time
-per message of the engine process and of all PostgreSQL processes (and prints the latter by
-client: engine, outbox worker, background). The figures replace the ``notify`` section of
-BENCHMARKS.md.
+per message, in a window mid-run, of the engine process, of all PostgreSQL processes (and prints
+the latter by client: engine, outbox worker, background) and of the load generator, the control
+(the same work per message in both modes: when it is higher the machine was slower). The figures
+replace the ``notify`` section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def main() -> None:
     conns = [int(c) for c in args.connections.split(",")]
     work = Path(tempfile.mkdtemp(prefix="radsched-notify-bench-"))
     pg, admin = harness.start_postgres(work / "pg-data", core=1)
+    postmaster = _postmaster(work / "pg-data" / "pg")
     twilio = None
     if not args.dry_run:
         from tests.fakes.fake_twilio import FakeTwilio
@@ -112,42 +114,27 @@ def main() -> None:
                 name = f"notify_{mode}_{n}_{i}"
                 asyncio.run(_sql(admin, f'CREATE DATABASE "{name}"'))
                 url = durable.with_database(admin, name)
-                channels = work / name
-                channels.mkdir()
-                (channels / "scheduling.yaml").write_text(
-                    durable.shipped_channel(None if mode == "on" else "notify")
-                    if args.channel == "shipped" else
-                    CHANNEL.format(notify="  - notify\n" if mode == "on" else ""))
-                port = harness.free_port()
-                env = {"RADSCHED_CHANNELS_DIR": str(channels), "RADSCHED_DATABASE_URL": url,
-                       "RADSCHED_MLLP_LISTEN": f"127.0.0.1:{port}",
-                       "RADSCHED_METRICS_LISTEN": f"127.0.0.1:{harness.free_port()}",
-                       "RADSCHED_DATA_DIR": str(work / "data"), "RADSCHED_OUTBOX_POLL_SECONDS": args.poll,
+                channel = (durable.shipped_channel(None if mode == "on" else "notify")
+                           if args.channel == "shipped" else
+                           CHANNEL.format(notify="  - notify\n" if mode == "on" else ""))
+                env = {"RADSCHED_OUTBOX_POLL_SECONDS": args.poll,
                        **({"RADSCHED_SMS_RATE": args.sms_rate} if args.sms_rate else {}),
                        **(twilio.env() if twilio is not None else {})}
-                with harness.server([sys.executable, "-m", "radsched_engine.cli", "run"], port, env=env,
-                                    log=work / f"{name}.log") as proc:
-                    engine, postmaster = psutil.Process(proc.pid), _postmaster(work / "pg-data" / "pg")
-                    cpu0 = durable.tree_cpu(engine), durable.tree_cpu(postmaster)
-                    pg0 = harness.pg_per_process(postmaster)
-                    r = harness.loadgen(port, n, args.duration, warmup=args.warmup, run_id=name,
-                                        template=durable.template(work, name))
-                    cpu1 = durable.tree_cpu(engine), durable.tree_cpu(postmaster)
-                    pg1 = harness.pg_per_process(postmaster)
-                    who = {a["pid"]: a["who"] for a in asyncio.run(_sql(url, harness.WHO_SQL))}
-                    counts = asyncio.run(_sql(url, "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
-                    journal = asyncio.run(_sql(url, "SELECT count(*) AS n FROM hl7_messages"))[0]["n"]
+                # CPU per message in a window mid-run (durable.measure), the load generator's the
+                # control: the same work per message in both modes, so it shows a slow spell.
+                r = durable.measure(url, postmaster, work, name, n, args.duration, args.warmup, env,
+                                    channel=channel, template_path=durable.template(work, name))
+                for key in ("engine_us", "pg_us", "loadgen_us"):
+                    r[key] = int(r[key])
+                counts = asyncio.run(_sql(url, "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
                 texts = ", ".join(f"{c['status']} {c['n']}" for c in counts) or "-"
-                # CPU per message over the whole load (warm-up included), every journaled message.
-                r["engine_us"] = round(1e6 * (cpu1[0] - cpu0[0]) / max(1, journal))
-                r["pg_us"] = round(1e6 * (cpu1[1] - cpu0[1]) / max(1, journal))
                 rows.append({"notify": mode, **r, "texts": texts})
-                split = harness.pg_split(pg0, pg1, who)
                 print("  postgres us/msg by client: " + ", ".join(
-                    f"{k} {1e6 * v / max(1, journal):.0f}" for k, v in sorted(split.items())), flush=True)
+                    f"{k} {v}" for k, v in r["pg_split"].items()), flush=True)
                 print(f"notify {mode:3} conns={n:3} {r['msgs_per_s']:>9} msg/s p50={r['p50_ms']} ms "
                       f"p99={r['p99_ms']} ms codes={r['ack_codes']} engine {r['engine_us']} us/msg "
-                      f"postgres {r['pg_us']} us/msg outbox: {texts}", flush=True)
+                      f"postgres {r['pg_us']} us/msg loadgen {r['loadgen_us']} us/msg outbox: {texts}",
+                      flush=True)
     finally:
         if twilio is not None:
             twilio.close()
@@ -157,14 +144,17 @@ def main() -> None:
     lines = []
     for n in conns:
         off, on = ({key: _middle([r[key] for r in rows if r["notify"] == mode and r["connections"] == n])
-                    for key in ("p50_ms", "p99_ms", "engine_us", "pg_us")} for mode in ("off", "on"))
+                    for key in ("p50_ms", "p99_ms", "engine_us", "pg_us", "loadgen_us")}
+                   for mode in ("off", "on"))
         for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
             if off[key] and on[key]:
                 lines.append(f"- {n} connection(s), {label} (median of {args.rounds}): notify on is "
                              f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off (target: within 10 %)")
         lines.append(f"- {n} connection(s), CPU per message (median; steadier than latency on a "
                      f"shared machine): engine {off['engine_us']:.0f} → {on['engine_us']:.0f} µs, "
-                     f"PostgreSQL {off['pg_us']:.0f} → {on['pg_us']:.0f} µs (off → on)")
+                     f"PostgreSQL {off['pg_us']:.0f} → {on['pg_us']:.0f} µs (off → on); load generator "
+                     f"{off['loadgen_us']:.0f} → {on['loadgen_us']:.0f} µs (the control: the same "
+                     f"work in both modes, higher means a slower machine)")
     body = "\n".join([
         "## Notify: durable channel ACK latency with notify on vs off (issue: notify)",
         "",
@@ -176,8 +166,8 @@ def main() -> None:
            "off = the same file without notify, against a " if args.channel == "shipped" else
            " — parse, validate, persist (+ notify) against a ")
         + "private embedded PostgreSQL (fsync on, fresh database per run; runs interleaved off, on, on, "
-        "off; CPU per message: engine process (with its outbox worker process) and all "
-        "PostgreSQL processes over the whole load, warm-up included, per journaled message); "
+        "off; CPU per message: engine process (with its outbox worker process), all PostgreSQL "
+        "processes and the load generator over a window mid-run, per message answered in it); "
         "message `bench/messages/siu_s12.hl7` with one technologist per room and the run's own "
         "rooms, staff and patients (a new booking each, nothing collides; one text each with notify "
         "on); "
@@ -191,7 +181,8 @@ def main() -> None:
         harness.table(rows, [("notify", "notify"), ("connections", "connections"),
                              ("msgs_per_s", "msgs/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
                              ("max_ms", "max ms"), ("engine_us", "engine CPU µs/msg"),
-                             ("pg_us", "PostgreSQL CPU µs/msg"), ("ack_codes", "ACK codes"),
+                             ("pg_us", "PostgreSQL CPU µs/msg"), ("loadgen_us", "loadgen µs/msg"),
+                             ("ack_codes", "ACK codes"),
                              ("texts", "outbox at the end")]),
         "",
         *lines,
