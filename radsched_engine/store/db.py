@@ -38,8 +38,7 @@ def _json_encode(value: Any) -> bytes:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    """json/jsonb as Python objects on every pooled connection (payloads are plain dicts), and
-    the outbox inserts the unit of work sends with its COMMIT prepared (``deferred.prepare``).
+    """json/jsonb as Python objects on every pooled connection (payloads are plain dicts).
 
     Binary format, so that jsonb columns inside composite values (a whole row returned by a
     function) decode too.
@@ -48,6 +47,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                               encoder=_jsonb_encode, decoder=_jsonb_decode)
     await conn.set_type_codec("json", schema="pg_catalog", format="binary",
                               encoder=_json_encode, decoder=orjson.loads)
+
+
+async def _init_store_connection(conn: asyncpg.Connection) -> None:
+    """``_init_connection``, and the outbox insert the unit of work sends with its COMMIT
+    prepared (``deferred.prepare``): only the store's pool commits messages."""
+    await _init_connection(conn)
     await deferred.prepare(conn)
 
 
@@ -145,8 +150,8 @@ class Store:
 
     The pool skips asyncpg's per-release ``RESET ALL``: do not leave session state on pooled
     connections (use ``SET LOCAL``, transaction-scoped advisory locks; LISTEN on a connection
-    of your own); the one exception is the two outbox inserts every connection prepares at its
-    start (``deferred.prepare``), never changed after. json/jsonb columns take and return Python objects.
+    of your own); the one exception is the outbox insert every connection prepares at its start
+    (``deferred.prepare``), never changed after. json/jsonb columns take and return Python objects.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float) -> None:
@@ -166,7 +171,7 @@ class Store:
         lock_ms = int(1000 * (lock_timeout if lock_timeout is not None else command_timeout / 2))
         pool = await asyncpg.create_pool(
             url, min_size=pool_min, max_size=pool_max, timeout=connect_timeout,
-            command_timeout=command_timeout, init=_init_connection, reset=_no_reset,
+            command_timeout=command_timeout, init=_init_store_connection, reset=_no_reset,
             server_settings={"application_name": application_name,
                              "lock_timeout": str(lock_ms),
                              "idle_in_transaction_session_timeout": str(int(command_timeout * 3000))})

@@ -3,14 +3,14 @@
 A stage adds items to its exchange (``add``); the unit of work gathers those of every message
 it commits and sends them in the same simple-protocol query as the COMMIT (``commit_sql``), so
 they cost no round trip of their own: ``[SELECT radsched_finish(<post>, NULL);] [EXECUTE
-radsched_outbox_add(...) | EXECUTE radsched_outbox_rows(<rows>);] COMMIT`` (migration 0303 for
-the post document). The outbox rows go through two statements every pooled connection prepares
-once (``prepare``, from the pool's connection set-up): ``radsched_outbox_add`` for a commit with
-one row, ``radsched_outbox_rows`` (a JSON array of rows, in order) for a group commit's several.
-A plain INSERT in the query text was parsed, analysed and planned again for every commit
-(~25 µs of PostgreSQL's CPU per text on the path of the ACK); one EXECUTE per row of a group
-pays the executor's start-up per row (~6-8 µs more per row with eight than one statement for
-all; measured on the embedded server, one backend). Items of a message whose effects are
+radsched_outbox_add(...) | SELECT radsched_enqueue(<rows>);] COMMIT`` (migration 0303 for the
+post document, 0301 for ``radsched_enqueue``). A commit with one row runs
+``radsched_outbox_add``, a statement every pooled connection of the store prepares once
+(``prepare``): a plain INSERT in the query text was parsed, analysed and planned again for
+every commit (~25 µs of PostgreSQL's CPU per text on the path of the ACK). A group commit's
+rows go to ``radsched_enqueue`` as one JSON array, in order: one EXECUTE per row pays the
+executor's start-up per row (~6-8 µs more per row with eight; measured on the embedded server,
+one backend). Items of a message whose effects are
 rolled back are dropped with it. Items live in ``exchange.data`` as tuples replaced on each
 add, so a shallow copy of ``data`` is a safe snapshot.
 
@@ -36,19 +36,12 @@ _FLUSH = "SELECT radsched_finish($1::jsonb, $2::jsonb)"
 OUTBOX_INSERT = ("INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id) "
                  "VALUES {} ON CONFLICT (dedupe_key) DO NOTHING")
 PREPARED = "radsched_outbox_add"
-PREPARED_ROWS = "radsched_outbox_rows"
-_PREPARE = {
-    PREPARED: f"PREPARE {PREPARED} (text, text, jsonb, timestamptz, integer) AS "
-              + OUTBOX_INSERT.format("($1, $2, $3, coalesce($4, now()), $5)"),
-    PREPARED_ROWS: f"PREPARE {PREPARED_ROWS} (jsonb) AS " + OUTBOX_INSERT.replace(
-        "VALUES {}", "SELECT r.kind, r.dedupe_key, r.payload, coalesce(r.not_before, now()), "
-                     "r.appointment_id FROM jsonb_to_recordset($1) AS r(kind text, dedupe_key "
-                     "text, payload jsonb, not_before timestamptz, appointment_id integer)"),
-}
-# Server process ids of the connections that hold both (a connection is its backend's for
-# life; ``prepare`` runs for every new pooled connection, so a reused pid is prepared afresh).
+_PREPARE = (f"PREPARE {PREPARED} (text, text, jsonb, timestamptz, integer) AS "
+            + OUTBOX_INSERT.format("($1, $2, $3, coalesce($4, now()), $5)"))
+# Server process ids of the connections that hold it (a connection is its backend's for life;
+# ``prepare`` runs for every new pooled connection, so a reused pid is prepared afresh).
 _prepared: set[int] = set()
-_HELD = "SELECT array_agg(name) FROM pg_prepared_statements WHERE name = ANY($1::text[])"
+_HELD = "SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = $1)"
 
 
 def add(exchange: Any, key: str, item: Any) -> None:
@@ -81,38 +74,36 @@ def take_post(exchanges: Iterable[Any]) -> dict[str, list[Any]] | None:
 
 
 async def prepare(conn: asyncpg.Connection) -> None:
-    """Prepare the outbox inserts on a new connection (outside any transaction); a database
+    """Prepare ``radsched_outbox_add`` on a new connection (outside any transaction); a database
     without the outbox table yet (not migrated) is left for ``ready`` to prepare on first use."""
     pid = conn.get_server_pid()
     _prepared.discard(pid)
     try:
-        await conn.execute("; ".join(_PREPARE.values()))
+        await conn.execute(_PREPARE)
     except asyncpg.UndefinedTableError:
         return
     _prepared.add(pid)
 
 
 async def ready(conn: asyncpg.Connection) -> None:
-    """Make sure ``conn`` holds the outbox inserts before a ``commit_sql`` with rows (round trips
-    only on a connection opened before the database was migrated, or after ``forget``)."""
+    """Make sure ``conn`` holds ``radsched_outbox_add`` before a ``commit_sql`` with rows (round
+    trips only on a connection opened before the database was migrated, or after ``forget``)."""
     pid = conn.get_server_pid()
     if pid not in _prepared:
-        held = await conn.fetchval(_HELD, list(_PREPARE)) or []
-        missing = [sql for name, sql in _PREPARE.items() if name not in held]
-        if missing:
-            await conn.execute("; ".join(missing))
+        if not await conn.fetchval(_HELD, PREPARED):
+            await conn.execute(_PREPARE)
         _prepared.add(pid)
 
 
 def forget(conn: asyncpg.Connection) -> None:
-    """``conn`` turned out not to hold a statement (its commit failed saying so): prepare again."""
+    """``conn`` turned out not to hold the statement (its commit failed saying so): prepare again."""
     _prepared.discard(conn.get_server_pid())
 
 
 def commit_sql(rows: list[dict[str, Any]], post: dict[str, list[Any]] | None = None) -> str:
     """``COMMIT``, preceded by the deferred writes when there are any: one round trip.
 
-    The rows need the prepared inserts on the connection (``ready``). Texts travel as
+    The rows need ``radsched_outbox_add`` on the connection (``ready``). Texts travel as
     dollar-quoted literals (nothing to escape); in the rare case one holds the quote tag (or ends
     with its first part), the caller gets ``""`` and must ``flush`` first and commit separately.
     If the writes fail the COMMIT in the same query string is not run: the transaction is left
@@ -135,12 +126,10 @@ def commit_sql(rows: list[dict[str, Any]], post: dict[str, list[Any]] | None = N
         parts.append(f"EXECUTE {PREPARED}({kind}, {key}, {payload}, {due}, "
                      f"{'NULL' if aid is None else int(aid)})")
     elif rows:                  # ids follow the array's order (a patient's texts stay in order)
-        text = _literal(_json([{"kind": r["kind"], "dedupe_key": r["dedupe_key"],
-                                "payload": r["payload"], "not_before": r.get("not_before"),
-                                "appointment_id": r.get("appointment_id")} for r in rows]))
+        text = _literal(_json(rows))
         if text is None:
             return ""
-        parts.append(f"EXECUTE {PREPARED_ROWS}({text})")
+        parts.append(f"SELECT radsched_enqueue({text}::jsonb)")
     return "; ".join([*parts, "COMMIT"])
 
 

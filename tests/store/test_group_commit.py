@@ -294,9 +294,9 @@ async def test_outbox_rows_ride_on_the_commit_even_when_they_hold_the_quote_tag(
 
 async def test_outbox_rows_on_the_commit_keep_every_column_and_the_first_of_a_key(
         store: Store, db_url: str) -> None:
-    """The rows go in the COMMIT's query, in one EXECUTE of a prepared insert (a row, or an
-    array of rows in order): due time (given or now), appointment id (or none), the first row of
-    a dedupe key kept; a key ending
+    """The rows go in the COMMIT's query, in one statement (the prepared insert for a row,
+    radsched_enqueue for an array of rows in order): due time (given or now), appointment id (or
+    none), the first row of a dedupe key kept; a key ending
     with the quote tag's first part (which the closing tag would complete) takes the flush path
     and is stored as given."""
     await _probe_table(db_url)
@@ -315,7 +315,7 @@ async def test_outbox_rows_on_the_commit_keep_every_column_and_the_first_of_a_ke
         "EXECUTE radsched_outbox_add(")
     assert deferred.commit_sql([{"kind": "sms", "dedupe_key": "x", "payload": {}},
                                 {"kind": "sms", "dedupe_key": "y", "payload": {}}]).startswith(
-        "EXECUTE radsched_outbox_rows(")
+        "SELECT radsched_enqueue(")
     assert deferred.commit_sql([{"kind": "sms", "dedupe_key": "k-$radsched_deferred",
                                  "payload": {}}]) == ""
     before = datetime.now(UTC)
@@ -332,15 +332,14 @@ async def test_outbox_rows_on_the_commit_keep_every_column_and_the_first_of_a_ke
 
 async def test_each_pooled_connection_prepares_the_outbox_insert_and_one_that_lost_it_recovers(
         store: Store, db_url: str) -> None:
-    """Every pooled connection prepares the outbox inserts when it opens; one whose statement
+    """Every pooled connection prepares the outbox insert when it opens; one whose statement
     went missing (here: DEALLOCATE by hand) fails that one commit, nothing of it written, and
-    prepares it again for the next (the other one it still holds is kept)."""
+    prepares it again for the next."""
     await _probe_table(db_url)
     uow = GroupUnitOfWork(store, "scheduling")
-    held = ("SELECT count(*) FROM pg_prepared_statements "
-            "WHERE name IN ('radsched_outbox_add', 'radsched_outbox_rows')")
+    held = "SELECT count(*) FROM pg_prepared_statements WHERE name = 'radsched_outbox_add'"
     async with store.connection() as conn:      # the pool's only connection so far
-        assert await conn.fetchval(held) == 2
+        assert await conn.fetchval(held) == 1
         await conn.execute("DEALLOCATE radsched_outbox_add")
     with pytest.raises(asyncpg.InvalidSQLStatementNameError):
         await uow.run(exchange(siu("S12", "LOST")), writer())
@@ -349,7 +348,7 @@ async def test_each_pooled_connection_prepares_the_outbox_insert_and_one_that_lo
         "k-AGAIN"]
     assert [r["n"] for r in await fetch(db_url, "SELECT n FROM probe")] == ["AGAIN"]
     async with store.connection() as conn:
-        assert await conn.fetchval(held) == 2
+        assert await conn.fetchval(held) == 1
 
 
 async def test_a_store_opened_before_the_schema_prepares_the_insert_on_first_use(
