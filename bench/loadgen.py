@@ -4,7 +4,8 @@ Each connection sends a message, waits for its reply, checks that MSA-2 equals t
 sent (and records MSA-1), then sends the next. Prints one JSON object with throughput and
 latency percentiles. Messages come from a template file with placeholders:
 ``{cid}`` a unique control id, ``{n}`` a global sequence number, ``{start}`` an HL7 timestamp
-derived from ``{n}`` (distinct slots), ``{room}`` one of 40 rooms.
+derived from ``{n}`` (distinct slots), ``{room}`` one of 40 rooms. ``--latencies FILE`` also
+writes every recorded latency (ns, JSON list), for a caller that pools several runs.
 
     python -m bench.loadgen --port 8661 --connections 16 --duration 10 --template bench/messages/siu_s12.hl7
 """
@@ -109,7 +110,7 @@ class LoadConnection(asyncio.Protocol):
 
 
 async def run(host: str, port: int, connections: int, duration: float, warmup: float,
-              template: Template) -> dict:
+              template: Template, latencies: Path | None = None) -> dict:
     loop = asyncio.get_running_loop()
     stats, stop = Stats(), asyncio.Event()
     dones = []
@@ -120,14 +121,16 @@ async def run(host: str, port: int, connections: int, duration: float, warmup: f
                                      host, port)
     await asyncio.sleep(warmup)
     stats.recording = True
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.sleep(duration)
     stats.recording = False
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     stop.set()
     await asyncio.wait(dones, timeout=10)
     lat = sorted(stats.latencies)
     count = len(lat)
+    if latencies is not None:
+        latencies.write_text(json.dumps(lat))
 
     def pct(p: float) -> float:
         return round(lat[min(count - 1, int(p * count))] / 1e6, 3) if count else float("nan")
@@ -135,7 +138,8 @@ async def run(host: str, port: int, connections: int, duration: float, warmup: f
     return {"connections": connections, "messages": count, "seconds": round(elapsed, 3),
             "msgs_per_s": round(count / elapsed, 1), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
             "max_ms": round(lat[-1] / 1e6, 3) if count else None, "ack_codes": stats.codes,
-            "mismatched_msa2": stats.mismatches, "closed_by_server": stats.closed}
+            "mismatched_msa2": stats.mismatches, "closed_by_server": stats.closed,
+            "cpu_us_per_msg": round(cpu / count * 1e6, 1) if count else None}
 
 
 def main() -> None:
@@ -147,6 +151,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--template", default=str(Path(__file__).parent / "messages" / "siu_s12.hl7"))
     ap.add_argument("--run-id", default=f"L{os.getpid()}")
+    ap.add_argument("--latencies", type=Path, help="write every recorded latency (ns) here, JSON")
     args = ap.parse_args()
     try:
         import uvloop
@@ -154,7 +159,8 @@ def main() -> None:
     except ImportError:
         pass
     template = Template(Path(args.template).read_text(), args.run_id)
-    result = asyncio.run(run(args.host, args.port, args.connections, args.duration, args.warmup, template))
+    result = asyncio.run(run(args.host, args.port, args.connections, args.duration, args.warmup, template,
+                                 args.latencies))
     print(json.dumps(result))
 
 

@@ -133,15 +133,11 @@ async def commits(url: str) -> int:
     return int(rows[0]["xact_commit"])
 
 
-def measure(url: str, pg: psutil.Process | None, work: Path, name: str, connections: int,
-            duration: float, warmup: float, env_extra: dict[str, str], channel: str | None = None,
-            template_path: Path | None = None) -> dict:
-    """One engine run: start it pinned to core 0, load it from core 1, sample CPU mid-run.
-
-    The engine's CPU is its process and its children's (the outbox worker process) together.
-
-    ``channel``: the channel file's YAML (default: ``channels/default.yaml`` as shipped);
-    ``template_path``: the load generator's message template (default: ``template``)."""
+def engine_command(url: str, work: Path, name: str, env_extra: dict[str, str],
+                   channel: str | None = None) -> tuple[list[str], dict[str, str], int, int]:
+    """(command, environment, MLLP port, metrics port) of an engine on database ``url`` with
+    ``channel``'s YAML (default: ``channels/default.yaml`` as shipped), no Claude key and no
+    Twilio credentials unless ``env_extra`` gives them."""
     channels = work / f"channels-{name}"
     channels.mkdir(exist_ok=True)
     if channel is None:
@@ -153,7 +149,19 @@ def measure(url: str, pg: psutil.Process | None, work: Path, name: str, connecti
            "RADSCHED_MLLP_LISTEN": f"127.0.0.1:{port}", "RADSCHED_METRICS_LISTEN": f"127.0.0.1:{mport}",
            "RADSCHED_DATA_DIR": str(work / "data"), "ANTHROPIC_API_KEY": "",
            "TWILIO_ACCOUNT_SID": "", "TWILIO_AUTH_TOKEN": "", **env_extra}
-    cmd = [sys.executable, "-m", "radsched_engine.cli", "run"]
+    return [sys.executable, "-m", "radsched_engine.cli", "run"], env, port, mport
+
+
+def measure(url: str, pg: psutil.Process | None, work: Path, name: str, connections: int,
+            duration: float, warmup: float, env_extra: dict[str, str], channel: str | None = None,
+            template_path: Path | None = None) -> dict:
+    """One engine run: start it pinned to core 0, load it from core 1, sample CPU mid-run.
+
+    The engine's CPU is its process and its children's (the outbox worker process) together.
+
+    ``channel``: the channel file's YAML (default: ``channels/default.yaml`` as shipped);
+    ``template_path``: the load generator's message template (default: ``template``)."""
+    cmd, env, port, mport = engine_command(url, work, name, env_extra, channel)
     with harness.server(cmd, port, env=env, log=work / f"{name}.log") as engine:
         harness.wait_port(mport, 30, engine)
         gen = subprocess.Popen(
