@@ -20,6 +20,15 @@ Every result is written only if our lease still holds (``locked_until`` is the f
 Order: rows with the same ``payload["order_key"]`` are delivered one at a time in id order (a
 later text to a patient never overtakes an earlier one still waiting). Order keys are one
 namespace for every kind: producers prefix theirs with their kind (``sms:...``).
+
+Rate: a handler with a ``rate`` (deliveries started per second) draws from a bucket holding one
+second's worth. While a backlog waits (the last claim of that kind filled every place it asked
+for), the worker claims in waves: as many rows as the free places take (``concurrency``,
+``batch``), up to a full bucket, once the bucket holds that many, rather than one row each time
+a token comes back. The throughput is the same, in a few claims a second instead of one per
+row, and the deliveries' database work and CPU come in short bursts instead of dribbling over
+every second (on a machine the engine shares, fewer of its messages meet them). Without a
+backlog a due row is claimed at once.
 """
 
 from __future__ import annotations
@@ -178,6 +187,8 @@ class OutboxWorker:
         self._loop_task: asyncio.Task[None] | None = None
         self._gauges_at = 0.0
         self._gauges_every = self.options.gauge_interval
+        self._backlog: dict[str, bool] = {}   # kind -> its last claim filled every place asked for
+        self._next_look: float | None = None  # seconds until a waiting wave's tokens are in
         self._failing = False             # polls failing (logged once, then at debug level)
 
     def add_handler(self, handler: OutboxHandler) -> None:
@@ -238,8 +249,10 @@ class OutboxWorker:
                 self._failing = True
             if self._stopping:
                 break
+            wait, self._next_look = min(self.options.poll_interval,
+                                        self._next_look or self.options.poll_interval), None
             try:
-                await asyncio.wait_for(self._wake.wait(), self.options.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
             except TimeoutError:
                 pass
 
@@ -249,9 +262,11 @@ class OutboxWorker:
         """Claim what is due for every kind with free slots and start delivering; returns rows claimed."""
         claimed = 0
         for kind, handler in self.handlers.items():
-            free = min(self.options.batch, max(0, handler.concurrency - self._in_flight[kind]),
-                       self._allowance(kind, getattr(handler, "rate", None)))
-            if free == 0 or self._stopping:
+            rate = getattr(handler, "rate", None)
+            places = min(self.options.batch, max(0, handler.concurrency - self._in_flight[kind]))
+            free = min(places, self._allowance(kind, rate))
+            if free == 0 or self._stopping or (rate and self._backlog.get(kind)
+                                               and free < self._wave(kind, places, rate)):
                 continue
             lease = float(getattr(handler, "lease", None) or self.options.lease)
             now = self.clock()
@@ -267,8 +282,20 @@ class OutboxWorker:
                     self._deliver(handler, row, record["previous"] == "sending", until, lease))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            self._backlog[kind] = len(records) == free
             claimed += len(records)
         return claimed
+
+    def _wave(self, kind: str, places: int, rate: float) -> int:
+        """Rows a rate-limited kind claims at once under a backlog: as many as the bucket holds
+        when full, or the free places if fewer (a slow delivery does not hold the others back);
+        notes when the bucket will hold them (the main loop looks again then)."""
+        wave = max(1, min(places, int(max(1.0, rate))))
+        tokens = self._tokens.get(kind, (0.0, 0.0))[0]
+        if tokens < wave:
+            wait = (wave - tokens) / rate
+            self._next_look = wait if self._next_look is None else min(self._next_look, wait)
+        return wave
 
     def _allowance(self, kind: str, rate: float | None) -> int:
         """Deliveries ``rate`` still allows now (token bucket of one second's worth)."""

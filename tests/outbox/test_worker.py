@@ -340,6 +340,49 @@ async def test_rate_limits_deliveries_started_per_second(store: Store, db_url: s
     assert await w.drain() == 0
 
 
+async def test_a_rate_limited_backlog_is_claimed_in_waves(store: Store, db_url: str) -> None:
+    clock = Clock()
+    handler = ScriptedHandler(concurrency=4)
+    handler.rate = 4.0                             # four a second: waves of four (the places)
+    for i in range(16):
+        await add(store, "test", f"w{i}")
+    w = worker(store, handler, clock=clock)
+    assert await w.run_once() == 4                 # a full bucket
+    clock.advance(0.5)                             # two tokens back: a backlog waits for four
+    assert await w.run_once() == 0
+    assert w._next_look is not None and 0.4 < w._next_look <= 0.5
+    clock.advance(0.5)
+    assert await w.run_once() == 4
+    hang = asyncio.Event()
+
+    async def slow(row: OutboxRow) -> Delivery:
+        await hang.wait()
+        return Delivery("done", {})
+
+    handler.script = [slow]                        # the next wave's first delivery hangs
+    clock.advance(1.0)
+    assert await w.poll() == 4
+    await asyncio.sleep(0.1)                       # the other three are done
+    clock.advance(1.0)
+    assert await w.poll() == 3                     # the free places: the slow one holds none back
+    hang.set()
+    assert await w.run_once() == 0
+    assert len(handler.delivered) == 15 and handler.peak <= 4
+
+
+async def test_without_a_backlog_a_rate_limited_row_goes_at_once(store: Store, db_url: str) -> None:
+    clock = Clock()
+    handler = ScriptedHandler(concurrency=4)
+    handler.rate = 4.0
+    for i in range(3):
+        await add(store, "test", f"s{i}")
+    w = worker(store, handler, clock=clock)
+    assert await w.run_once() == 3                 # fewer than asked for: no backlog
+    clock.advance(0.25)                            # one token back
+    await add(store, "test", "s3")
+    assert await w.run_once() == 1
+
+
 async def test_claims_take_the_oldest_due_rows_out_of_a_large_backlog(store: Store, db_url: str) -> None:
     # 2,000 waiting rows; rows 1,001-2,000 each wait behind an earlier row of their order key.
     async with store.connection() as conn:
