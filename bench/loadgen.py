@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -62,23 +63,55 @@ class Stats:
         self.recording = False
 
 
+class Side:
+    """One server of an alternating run: its connections send only while it is ``active``."""
+
+    def __init__(self, name: str, template: Template, pause: list[int]) -> None:
+        self.name, self.template, self.pause = name, template, pause
+        self.stats = Stats()
+        self.active = False
+        self.idle: list[LoadConnection] = []
+        self.conns: list[LoadConnection] = []
+        self.slices: list[list[int]] = []
+        self.cpu = 0.0
+        self.seconds = 0.0
+
+    def start(self) -> None:
+        self.active = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.send_next()
+
+    async def drained(self) -> None:
+        """Every connection has its reply (none in flight)."""
+        while any(c.waiting for c in self.conns):
+            await asyncio.sleep(0.0002)
+
+
 class LoadConnection(asyncio.Protocol):
     def __init__(self, idx: int, template: Template, stats: Stats, stop: asyncio.Event,
-                 done: asyncio.Future) -> None:
+                 done: asyncio.Future, side: Side | None = None) -> None:
         self.idx, self.template, self.stats, self.stop, self.done = idx, template, stats, stop, done
+        self.side = side
         self.decoder = FrameDecoder(16 * 1024 * 1024)
         self.seq = 0
         self.expected = b""
         self.sent_at = 0
+        self.waiting = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.send_next()
 
     def send_next(self) -> None:
+        self.waiting = False
         if self.stop.is_set():
             self.transport.close()
             return
+        if self.side is not None and not self.side.active:
+            self.side.idle.append(self)
+            return
+        self.waiting = True
         self.seq += 1
         self.stats.counter += 1
         payload, self.expected = self.template.render(self.idx, self.seq, self.stats.counter)
@@ -142,6 +175,71 @@ async def run(host: str, port: int, connections: int, duration: float, warmup: f
             "cpu_us_per_msg": round(cpu / count * 1e6, 1) if count else None}
 
 
+async def alternate(host: str, ports: tuple[int, int], connections: int, pairs: int, slice_s: float,
+                    lead: float, sides: tuple[Side, Side]) -> dict:
+    """Both servers loaded in turn, ``slice_s`` seconds each (pairs in the order a-b, b-a, ...),
+    the first ``lead`` seconds of a slice unrecorded; before a side's slice the other side's
+    ``pause`` processes are stopped (SIGSTOP) and its own let go (SIGCONT)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    dones = []
+    for side, port in zip(sides, ports, strict=True):
+        for i in range(connections):
+            fut = loop.create_future()
+            dones.append(fut)
+            _, conn = await loop.create_connection(
+                lambda i=i, f=fut, side=side: LoadConnection(i, side.template, side.stats, stop, f, side),
+                host, port)
+            side.conns.append(conn)
+    try:
+        for k in range(pairs):
+            for side in (sides if k % 2 == 0 else sides[::-1]):
+                other = sides[1] if side is sides[0] else sides[0]
+                other.active = False
+                await other.drained()
+                _signal(other.pause, signal.SIGSTOP)
+                _signal(side.pause, signal.SIGCONT)
+                side.start()
+                await asyncio.sleep(lead)
+                side.stats.recording = True
+                cpu, started = time.process_time(), time.perf_counter()
+                await asyncio.sleep(slice_s - lead)
+                side.stats.recording = False
+                side.cpu += time.process_time() - cpu
+                side.seconds += time.perf_counter() - started
+                side.slices.append(side.stats.latencies)
+                side.stats.latencies = []
+    finally:
+        for side in sides:
+            _signal(side.pause, signal.SIGCONT)
+            side.active = True
+        stop.set()
+        for side in sides:
+            side.start()
+    await asyncio.wait(dones, timeout=10)
+    out = {}
+    for side in sides:
+        lat = sorted(x for sl in side.slices for x in sl)
+        count = len(lat)
+        out[side.name] = {
+            "messages": count, "seconds": round(side.seconds, 3),
+            "msgs_per_s": round(count / side.seconds, 1) if side.seconds else None,
+            "p50_ms": round(lat[int(0.5 * count)] / 1e6, 3) if count else None,
+            "p99_ms": round(lat[min(count - 1, int(0.99 * count))] / 1e6, 3) if count else None,
+            "max_ms": round(lat[-1] / 1e6, 3) if count else None, "ack_codes": side.stats.codes,
+            "mismatched_msa2": side.stats.mismatches, "closed_by_server": side.stats.closed,
+            "cpu_us_per_msg": round(side.cpu / count * 1e6, 1) if count else None}
+    return out
+
+
+def _signal(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
@@ -152,12 +250,36 @@ def main() -> None:
     ap.add_argument("--template", default=str(Path(__file__).parent / "messages" / "siu_s12.hl7"))
     ap.add_argument("--run-id", default=f"L{os.getpid()}")
     ap.add_argument("--latencies", type=Path, help="write every recorded latency (ns) here, JSON")
+    ap.add_argument("--alternate", type=int, metavar="PORT",
+                    help="a second server: load the two in turn (--slice, --pairs); --template "
+                         "and --run-id then take two values, comma-separated")
+    ap.add_argument("--slice", type=float, default=0.5, help="--alternate: seconds per turn")
+    ap.add_argument("--lead", type=float, default=0.05,
+                    help="--alternate: seconds at the start of a turn not recorded")
+    ap.add_argument("--pairs", type=int, default=20, help="--alternate: turns of each server")
+    ap.add_argument("--pause", action="append", default=[], metavar="A_PIDS:B_PIDS",
+                    help="--alternate: processes (comma-separated) stopped while the other "
+                         "server has its turn (a server's background worker)")
     args = ap.parse_args()
     try:
         import uvloop
         uvloop.install()
     except ImportError:
         pass
+    if args.alternate is not None:
+        templates, run_ids = args.template.split(","), args.run_id.split(",")
+        pauses: tuple[list[int], list[int]] = ([], [])
+        for spec in args.pause:
+            for n, part in enumerate(spec.split(":")[:2]):
+                pauses[n].extend(int(x) for x in part.split(",") if x)
+        sides = tuple(Side(name, Template(Path(t).read_text(), r), pause)
+                      for name, t, r, pause in zip(("a", "b"), templates, run_ids, pauses, strict=True))
+        result = asyncio.run(alternate(args.host, (args.port, args.alternate), args.connections,
+                                       args.pairs, args.slice, args.lead, sides))  # type: ignore[arg-type]
+        if args.latencies is not None:
+            args.latencies.write_text(json.dumps({s.name: s.slices for s in sides}))
+        print(json.dumps(result))
+        return
     template = Template(Path(args.template).read_text(), args.run_id)
     result = asyncio.run(run(args.host, args.port, args.connections, args.duration, args.warmup, template,
                                  args.latencies))

@@ -1,6 +1,6 @@
 """Notify benchmark: ACK latency of the durable channel with the notify stage on vs off, in one run.
 
-Run from the repository root:  python bench/run_notify_bench.py [--pairs 15] [--segment 3]
+Run from the repository root:  python bench/run_notify_bench.py [--pairs 60] [--slice 0.5]
 [--connections 1,16] [--channel shipped|lean] [--dry-run] [--no-write]
 [--method runs --duration 10 --rounds 2]
 
@@ -9,16 +9,17 @@ shipped (parse → validate → conflict_check → persist → notify), "off" be
 its ``notify`` line; ``--channel lean`` runs parse → validate → persist (+ notify), the stricter
 comparison (the text's cost against a smaller whole). Either runs against one private embedded
 PostgreSQL, fsync on; the message is the durable bench's (a new booking each, rooms, staff and
-patients of the segment's or run's own).
+patients of the engine's own).
 
 The default method (``alternate``) starts both engines at once, each on a database of its own,
-and switches the load between them every ``--segment`` seconds, ``--pairs`` times (off-on, then
-on-off, ...): this machine's speed drifts over seconds to minutes by more than the difference
-measured, and a drift slower than a pair falls on both modes alike. The engine not under load
-has its outbox worker process stopped (SIGSTOP), so the off segments carry none of the on
-engine's sending. The summary gives p50/p99 over all segments of a mode and the median of the
-pair-by-pair differences. ``--method runs`` is the earlier way: one engine per run on a fresh
-database, ``--rounds`` runs of each mode interleaved off, on, on, off, medians compared.
+and one load generator process loads them in turn, ``--slice`` seconds each, ``--pairs`` times
+(off-on, then on-off, ...; ``bench/loadgen.py --alternate``): this machine's speed drifts, over
+seconds and less, by more than the difference measured, and what drifts slower than a pair of
+turns falls on both modes alike. The engine not under load has its outbox worker process
+stopped (SIGSTOP), so the off turns carry none of the on engine's sending (see ``alternate``).
+The summary gives p50/p99 over all turns of a mode and the median of the turn-by-turn
+differences. ``--method runs`` is the earlier way: one engine per run on a fresh database,
+``--rounds`` runs of each mode interleaved off, on, on, off, medians compared.
 
 "On" queues a
 text per booking in the same transaction, and the engine's outbox worker sends them meanwhile through
@@ -41,11 +42,9 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -89,49 +88,26 @@ def _middle(values: list[float]) -> float:
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def _hold(engine: psutil.Process, run: bool) -> None:
-    """Let ``engine``'s child processes (its outbox worker) run, or stop them (SIGSTOP)."""
-    for child in engine.children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            child.send_signal(signal.SIGCONT if run else signal.SIGSTOP)
+def _workers(engine: psutil.Process) -> list[int]:
+    """The engine's child processes (its outbox worker)."""
+    return [c.pid for c in engine.children(recursive=True)]
 
 
-def _pct(lat: list[int], p: float) -> float:
-    return round(lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6, 3) if lat else float("nan")
-
-
-def _segment(engine: dict, pg: psutil.Process, work: Path, tag: str, connections: int,
-             seconds: float, warmup: float) -> dict:
-    """One stretch of load on ``engine``: latencies (ns), messages answered and CPU seconds of
-    the engine (with its worker process), PostgreSQL and the load generator while recording."""
-    out = work / f"lat-{tag}.json"
-    gen = subprocess.Popen(
-        [*harness.pin(1), sys.executable, "-m", "bench.loadgen", "--port", str(engine["port"]),
-         "--connections", str(connections), "--duration", str(seconds), "--warmup", str(warmup),
-         "--template", str(durable.template(work, tag)), "--run-id", tag, "--latencies", str(out)],
-        cwd=harness.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(warmup + 0.1)
-    before = (durable.answered(engine["mport"]), durable.tree_cpu(engine["proc"]), durable.tree_cpu(pg))
-    time.sleep(max(0.5, seconds - 0.3))
-    after = (durable.answered(engine["mport"]), durable.tree_cpu(engine["proc"]), durable.tree_cpu(pg))
-    stdout, stderr = gen.communicate(timeout=seconds + warmup + 120)
-    if gen.returncode != 0:
-        raise RuntimeError(f"load generator failed: {stderr[-2000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    answered = max(1.0, after[0] - before[0])
-    return {**result, "latencies": json.loads(out.read_text()), "answered": answered,
-            "engine_s": after[1] - before[1], "pg_s": after[2] - before[2],
-            "loadgen_s": result["cpu_us_per_msg"] * result["messages"] / 1e6}
+_DB_SQL = "SELECT pid, datname FROM pg_stat_activity WHERE datname IS NOT NULL"
 
 
 def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil.Process,
               work: Path, twilio_env: dict[str, str]) -> tuple[list[dict], list[str]]:
-    """Both engines up at once, on databases of their own; the load switches between them every
-    ``--segment`` seconds (pairs in the order off-on, on-off, ...), so a drift of the machine
-    slower than a pair falls on both alike. The engine not under load has its outbox worker
-    stopped (SIGSTOP): the off figures carry none of the on engine's sending; the on engine's
-    worker sends (its backlog, at its rate) while the on engine is measured, and catches up
-    its rate's burst when let go again (a little more sending than steady)."""
+    """Both engines up at once, on databases of their own; one load generator process loads
+    them in turn, ``--slice`` seconds each (``bench/loadgen.py --alternate``), ``--pairs``
+    times, in the order off-on, on-off, ...: a drift of the machine slower than a pair falls on
+    both alike. The engine not under load has its outbox worker process stopped (SIGSTOP), so
+    the off turns carry none of the on engine's sending; the on engine's worker sends (its
+    backlog, at its rate) during the on turns, catching up on the time it was stopped (its rate
+    allows a second's worth at once): it sends about twice as much per second of on turn as it
+    would in steady running, an overstatement of its share. CPU per message: each engine with
+    its worker process, and each engine's PostgreSQL backends, over the whole run; PostgreSQL's
+    background processes (WAL writer, checkpointer, autovacuum) are shared and given apart."""
     rows: list[dict] = []
     lines: list[str] = []
     for n in conns:
@@ -149,56 +125,78 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 cmd, env, port, mport = durable.engine_command(url, work, name, env, channel)
                 proc = stack.enter_context(harness.server(cmd, port, env=env, log=work / f"{name}.log"))
                 harness.wait_port(mport, 30, proc)
-                engines[mode] = {"proc": psutil.Process(proc.pid), "port": port, "mport": mport, "url": url}
-            for engine in engines.values():     # (a stopped worker would hold up the shutdown)
-                stack.callback(_hold, engine["proc"], True)
-            for mode, engine in engines.items():          # first contact, not measured
-                _hold(engine["proc"], True)
-                _segment(engine, pg, work, f"w{mode}{n}", n, 1.0, 0.5)
-            segs: dict[str, list[dict]] = {"off": [], "on": []}
-            for k in range(args.pairs):
-                for mode in (("off", "on") if k % 2 == 0 else ("on", "off")):
-                    other = "on" if mode == "off" else "off"
-                    _hold(engines[other]["proc"], False)
-                    _hold(engines[mode]["proc"], True)
-                    seg = _segment(engines[mode], pg, work, f"a{mode}{n}x{k}", n, args.segment, 0.5)
-                    segs[mode].append(seg)
-                    print(f"  pair {k:2} {mode:3} conns={n:3} {seg['msgs_per_s']:>8} msg/s "
-                          f"p50={seg['p50_ms']} p99={seg['p99_ms']} codes={seg['ack_codes']}", flush=True)
-            _hold(engines["on"]["proc"], True)
+                engines[mode] = {"proc": psutil.Process(proc.pid), "port": port, "mport": mport,
+                                 "url": url, "db": name}
+            warm = _turns(engines, work, f"w{n}", n, 2, 0.5)      # first contact, not measured
+            assert warm.returncode == 0, warm.stderr[-2000:]
+            before = {m: (durable.answered(e["mport"]), durable.tree_cpu(e["proc"]))
+                      for m, e in engines.items()}
+            pg0 = harness.pg_per_process(pg)
+            done = _turns(engines, work, f"a{n}", n, args.pairs, args.slice)
+            if done.returncode != 0:
+                raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+            pg1 = harness.pg_per_process(pg)
+            after = {m: (durable.answered(e["mport"]), durable.tree_cpu(e["proc"]))
+                     for m, e in engines.items()}
+            dbs = {r["pid"]: r["datname"] for r in asyncio.run(_sql(admin, _DB_SQL))}
             counts = asyncio.run(_sql(engines["on"]["url"],
                                       "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        slices = json.loads((work / f"lat-a{n}.json").read_text())
+        by_db: dict[str, float] = {}
+        for pid, cpu in pg1.items():
+            key = dbs.get(pid, "shared")
+            by_db[key] = by_db.get(key, 0.0) + cpu - pg0.get(pid, 0.0)
+        answered = {m: max(1.0, after[m][0] - before[m][0]) for m in engines}
+        shared_us = round(1e6 * by_db.get("shared", 0.0) / sum(answered.values()))
         summary: dict[str, dict] = {}
-        for mode, got in segs.items():
-            lat = sorted(x for seg in got for x in seg["latencies"])
-            answered = sum(seg["answered"] for seg in got)
-            codes: dict[str, int] = {}
-            for seg in got:
-                for code, count in seg["ack_codes"].items():
-                    codes[code] = codes.get(code, 0) + count
+        for mode, side in (("off", "a"), ("on", "b")):
+            got = result[side]
             summary[mode] = row = {
-                "notify": mode, "connections": n, "segments": len(got),
-                "msgs_per_s": round(len(lat) / sum(seg["seconds"] for seg in got), 1),
-                "p50_ms": _pct(lat, 0.50), "p99_ms": _pct(lat, 0.99), "max_ms": _pct(lat, 1.0),
-                "engine_us": round(1e6 * sum(seg["engine_s"] for seg in got) / answered),
-                "pg_us": round(1e6 * sum(seg["pg_s"] for seg in got) / answered),
-                "loadgen_us": round(1e6 * sum(seg["loadgen_s"] for seg in got) / len(lat)),
-                "ack_codes": codes,
+                "notify": mode, "connections": n, "turns": args.pairs, **got,
+                "engine_us": round(1e6 * (after[mode][1] - before[mode][1]) / answered[mode]),
+                "pg_us": round(1e6 * by_db.get(engines[mode]["db"], 0.0) / answered[mode]),
+                "loadgen_us": got["cpu_us_per_msg"],
                 "texts": ", ".join(f"{c['status']} {c['n']}" for c in counts) if mode == "on" else "-"}
             rows.append(row)
         off, on = summary["off"], summary["on"]
-        for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
-            pairs = sorted(100 * (a[key] - b[key]) / b[key]
-                           for a, b in zip(segs["on"], segs["off"], strict=True))
+
+        def pct(values: list[int], p: float) -> float:
+            values = sorted(values)
+            return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
+
+        for p, label in ((0.5, "p50"), (0.99, "p99")):
+            key = f"{label}_ms"
+            # pair k: off turn k and on turn k, next to each other in time
+            pairs = sorted(100 * (pct(b, p) - pct(a, p)) / pct(a, p)
+                           for a, b in zip(slices["a"], slices["b"], strict=True) if a and b)
             lines.append(
-                f"- {n} connection(s), {label} over all {args.pairs} segments of each: notify on is "
+                f"- {n} connection(s), {label} over all {args.pairs} turns of each: notify on is "
                 f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off (target: within 10 %); "
-                f"pair by pair median {_middle(pairs):+.1f} % (range {pairs[0]:+.1f} to {pairs[-1]:+.1f} %)")
+                f"turn by turn median {_middle(pairs):+.1f} % (middle half {pairs[len(pairs) // 4]:+.1f} "
+                f"to {pairs[(3 * len(pairs)) // 4]:+.1f} %)")
         lines.append(
-            f"- {n} connection(s), CPU per message: engine {off['engine_us']} → {on['engine_us']} µs, "
-            f"PostgreSQL {off['pg_us']} → {on['pg_us']} µs (off → on); load generator "
-            f"{off['loadgen_us']} → {on['loadgen_us']} µs (the control)")
+            f"- {n} connection(s), CPU per message: engine (with its worker process) "
+            f"{off['engine_us']} → {on['engine_us']} µs, its PostgreSQL backends {off['pg_us']} → "
+            f"{on['pg_us']} µs (off → on), PostgreSQL's shared background processes {shared_us} µs "
+            f"per message of either; load generator {off['loadgen_us']} → {on['loadgen_us']} µs "
+            f"(the control)")
     return rows, lines
+
+
+def _turns(engines: dict[str, dict], work: Path, tag: str, connections: int, pairs: int,
+           slice_s: float) -> subprocess.CompletedProcess:
+    """One load generator loading the off and on engines in turn (``loadgen.py --alternate``),
+    each engine's worker stopped while the other has its turn."""
+    off, on = engines["off"], engines["on"]
+    pause = ",".join(map(str, _workers(off["proc"]))) + ":" + ",".join(map(str, _workers(on["proc"])))
+    cmd = [*harness.pin(1), sys.executable, "-m", "bench.loadgen", "--port", str(off["port"]),
+           "--alternate", str(on["port"]), "--connections", str(connections), "--pairs", str(pairs),
+           "--slice", str(slice_s), "--pause", pause,
+           "--template", f"{durable.template(work, tag + 'f')},{durable.template(work, tag + 'n')}",
+           "--run-id", f"{tag}f,{tag}n", "--latencies", str(work / f"lat-{tag}.json")]
+    return subprocess.run(cmd, cwd=harness.ROOT, capture_output=True, text=True,
+                          timeout=2 * pairs * slice_s + 120)
 
 
 def main() -> None:
@@ -215,9 +213,9 @@ def main() -> None:
     ap.add_argument("--sms-rate", default="", help="RADSCHED_SMS_RATE of the engine (default: its own)")
     ap.add_argument("--method", choices=("alternate", "runs"), default="alternate",
                     help="alternate: both engines up, the load switching between them every "
-                         "--segment seconds; runs: one engine per run, --rounds runs of each")
-    ap.add_argument("--pairs", type=int, default=15, help="alternate: off/on segment pairs")
-    ap.add_argument("--segment", type=float, default=3.0, help="alternate: seconds of load per segment")
+                         "--slice seconds; runs: one engine per run, --rounds runs of each")
+    ap.add_argument("--pairs", type=int, default=60, help="alternate: turns of each engine")
+    ap.add_argument("--slice", type=float, default=0.5, help="alternate: seconds per turn")
     ap.add_argument("--rounds", type=int, default=2,
                     help="runs: runs per mode and connection count, interleaved off-on-on-off")
     args = ap.parse_args()
@@ -292,15 +290,17 @@ def main() -> None:
                      f"{off['loadgen_us']:.0f} → {on['loadgen_us']:.0f} µs (the control: the same "
                      f"work in both modes, higher means a slower machine)")
     alt = args.method == "alternate"
-    opts = (f" --pairs {args.pairs} --segment {args.segment:g}" if alt else
+    opts = (f" --pairs {args.pairs} --slice {args.slice:g}" if alt else
             f" --method runs --duration {args.duration:g} --rounds {args.rounds}")
-    how = (f"both engines (off and on) up at once on databases of their own, the load switching "
-           f"between them every {args.segment:g} s ({args.pairs} pairs, in the order off-on, on-off, "
-           "...; 0.5 s of each segment unrecorded), so the machine's drift falls on both alike; the "
-           "engine not under load has its outbox worker process stopped (SIGSTOP), so the off figures "
-           "carry none of the on engine's sending; p50/p99 over all segments of a mode, and pair by "
-           "pair; CPU per message: engine process (with its outbox worker process), all PostgreSQL "
-           "processes and the load generator while recording, per message answered"
+    how = (f"both engines (off and on) up at once on databases of their own, one load generator "
+           f"loading them in turn, {args.slice:g} s each ({args.pairs} turns of each, in the order "
+           "off-on, on-off, ...; the first 0.05 s of a turn unrecorded), so the machine's drift falls "
+           "on both alike; the engine not under load has its outbox worker process stopped (SIGSTOP), "
+           "so the off turns carry none of the on engine's sending, and the on engine's worker, "
+           "catching up at each turn, sends about twice its steady share; p50/p99 over all turns of "
+           "a mode, and turn by turn; CPU per message over the whole run: each engine with its "
+           "worker process, each engine's PostgreSQL backends, and the load generator during each "
+           "mode's turns"
            if alt else
            "fresh database per run; runs interleaved off, on, on, off; CPU per message: engine "
            "process (with its outbox worker process), all PostgreSQL processes and the load "
@@ -327,7 +327,7 @@ def main() -> None:
            "outbox, as they would at Twilio beyond a sender's throughput)."),
         "",
         harness.table(rows, [("notify", "notify"), ("connections", "connections"),
-                             *([("segments", "segments")] if alt else []), ("msgs_per_s", "msgs/s"),
+                             *([("turns", "turns")] if alt else []), ("msgs_per_s", "msgs/s"),
                              ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
                              ("max_ms", "max ms"), ("engine_us", "engine CPU µs/msg"),
                              ("pg_us", "PostgreSQL CPU µs/msg"), ("loadgen_us", "loadgen µs/msg"),
