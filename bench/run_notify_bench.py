@@ -93,6 +93,7 @@ def _workers(engine: psutil.Process) -> list[int]:
     return [c.pid for c in engine.children(recursive=True)]
 
 
+SMS_RATE = 10.0      # RADSCHED_SMS_RATE's default (services._sms_numbers)
 _DB_SQL = "SELECT pid, datname FROM pg_stat_activity WHERE datname IS NOT NULL"
 
 
@@ -102,10 +103,10 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
     them in turn, ``--slice`` seconds each (``bench/loadgen.py --alternate``), ``--pairs``
     times, in the order off-on, on-off, ...: a drift of the machine slower than a pair falls on
     both alike. The engine not under load has its outbox worker process stopped (SIGSTOP), so
-    the off turns carry none of the on engine's sending; the on engine's worker sends (its
-    backlog, at its rate) during the on turns, catching up on the time it was stopped (its rate
-    allows a second's worth at once): it sends about twice as much per second of on turn as it
-    would in steady running, an overstatement of its share. CPU per message: each engine with
+    the off turns carry none of the on engine's sending; the on engine's worker sends its backlog
+    during the on turns, at half the SMS rate (``--sms-rate``, default 10/s): it runs half the
+    time and catches up at each turn, so per second of its turns it sends what it would at the
+    full rate in steady running. CPU per message: each engine with
     its worker process, and each engine's PostgreSQL backends, over the whole run; PostgreSQL's
     background processes (WAL writer, checkpointer, autovacuum) are shared and given apart."""
     rows: list[dict] = []
@@ -120,8 +121,11 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 channel = (durable.shipped_channel(None if mode == "on" else "notify")
                            if args.channel == "shipped" else
                            CHANNEL.format(notify="  - notify\n" if mode == "on" else ""))
+                # The on engine's worker runs during its turns only, half the time: at half the
+                # rate it sends, per second of its turns, what it would at the rate steadily.
+                rate = f"{float(args.sms_rate or SMS_RATE) / 2:g}"
                 env = {"RADSCHED_OUTBOX_POLL_SECONDS": args.poll, "RADSCHED_DATA_DIR": str(work / name),
-                       **({"RADSCHED_SMS_RATE": args.sms_rate} if args.sms_rate else {}), **twilio_env}
+                       "RADSCHED_SMS_RATE": rate, **twilio_env}
                 cmd, env, port, mport = durable.engine_command(url, work, name, env, channel)
                 proc = stack.enter_context(harness.server(cmd, port, env=env, log=work / f"{name}.log"))
                 harness.wait_port(mport, 30, proc)
@@ -131,6 +135,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             assert warm.returncode == 0, warm.stderr[-2000:]
             before = {m: (durable.answered(e["mport"]), durable.tree_cpu(e["proc"]))
                       for m, e in engines.items()}
+            dbs = {r["pid"]: r["datname"] for r in asyncio.run(_sql(admin, _DB_SQL))}
             pg0 = harness.pg_per_process(pg)
             done = _turns(engines, work, f"a{n}", n, args.pairs, args.slice)
             if done.returncode != 0:
@@ -138,13 +143,13 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             pg1 = harness.pg_per_process(pg)
             after = {m: (durable.answered(e["mport"]), durable.tree_cpu(e["proc"]))
                      for m, e in engines.items()}
-            dbs = {r["pid"]: r["datname"] for r in asyncio.run(_sql(admin, _DB_SQL))}
+            dbs.update({r["pid"]: r["datname"] for r in asyncio.run(_sql(admin, _DB_SQL))})
             counts = asyncio.run(_sql(engines["on"]["url"],
                                       "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
         result = json.loads(done.stdout.strip().splitlines()[-1])
         slices = json.loads((work / f"lat-a{n}.json").read_text())
         by_db: dict[str, float] = {}
-        for pid, cpu in pg1.items():
+        for pid, cpu in pg1.items():      # pid 0: the postmaster and the backends that ended
             key = dbs.get(pid, "shared")
             by_db[key] = by_db.get(key, 0.0) + cpu - pg0.get(pid, 0.0)
         answered = {m: max(1.0, after[m][0] - before[m][0]) for m in engines}
@@ -178,9 +183,9 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
         lines.append(
             f"- {n} connection(s), CPU per message: engine (with its worker process) "
             f"{off['engine_us']} → {on['engine_us']} µs, its PostgreSQL backends {off['pg_us']} → "
-            f"{on['pg_us']} µs (off → on), PostgreSQL's shared background processes {shared_us} µs "
-            f"per message of either; load generator {off['loadgen_us']} → {on['loadgen_us']} µs "
-            f"(the control)")
+            f"{on['pg_us']} µs (off → on), PostgreSQL's background processes and backends that ended "
+            f"during the run {shared_us} µs per message of either; load generator "
+            f"{off['loadgen_us']} → {on['loadgen_us']} µs (the control)")
     return rows, lines
 
 
@@ -297,10 +302,10 @@ def main() -> None:
            "off-on, on-off, ...; the first 0.05 s of a turn unrecorded), so the machine's drift falls "
            "on both alike; the engine not under load has its outbox worker process stopped (SIGSTOP), "
            "so the off turns carry none of the on engine's sending, and the on engine's worker, "
-           "catching up at each turn, sends about twice its steady share; p50/p99 over all turns of "
-           "a mode, and turn by turn; CPU per message over the whole run: each engine with its "
-           "worker process, each engine's PostgreSQL backends, and the load generator during each "
-           "mode's turns"
+           "running half the time at half the SMS rate, sends during its turns at the full rate; "
+           "p50/p99 over all turns of a mode, and turn by turn; CPU per message over the whole "
+           "run: each engine with its worker process, each engine's PostgreSQL backends, and the "
+           "load generator during each mode's turns"
            if alt else
            "fresh database per run; runs interleaved off, on, on, off; CPU per message: engine "
            "process (with its outbox worker process), all PostgreSQL processes and the load "
