@@ -17,9 +17,10 @@ and one load generator process loads them in turn, ``--slice`` seconds each, ``-
 seconds and less, by more than the difference measured, and what drifts slower than a pair of
 turns falls on both modes alike. The engine not under load has its outbox worker process
 stopped (SIGSTOP), so the off turns carry none of the on engine's sending (see ``alternate``).
-The summary gives p50/p99 over all turns of a mode and the median of the turn-by-turn
-differences. ``--method runs`` is the earlier way: one engine per run on a fresh database,
-``--rounds`` runs of each mode interleaved off, on, on, off, medians compared.
+The summary gives p50/p99 over all turns of a mode, the median and middle half of the
+turn-by-turn differences of p50, and the difference of p99 in each quarter of the run. ``--method
+runs`` is the earlier way: one engine per run on a fresh database, ``--rounds`` runs of each mode
+interleaved off, on, on, off, medians compared.
 
 "On" queues a
 text per booking in the same transaction, and the engine's outbox worker sends them meanwhile through
@@ -45,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -135,23 +137,34 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             assert warm.returncode == 0, warm.stderr[-2000:]
             before = {m: (durable.answered(e["mport"]), durable.tree_cpu(e["proc"]))
                       for m, e in engines.items()}
-            dbs = {r["pid"]: r["datname"] for r in asyncio.run(_sql(admin, _DB_SQL))}
+            # PostgreSQL CPU by database: backends are sampled every second, since the engine's
+            # pool replaces a connection after 50,000 queries (a backend that ends takes its CPU
+            # time into the postmaster's reaped-children total, attributed to no database).
+            dbs: dict[int, str] = {}
             pg0 = harness.pg_per_process(pg)
-            done = _turns(engines, work, f"a{n}", n, args.pairs, args.slice)
+            seen, stop = dict(pg0), threading.Event()
+            sampler = threading.Thread(target=_sample, args=(admin, pg, dbs, seen, stop), daemon=True)
+            sampler.start()
+            try:
+                done = _turns(engines, work, f"a{n}", n, args.pairs, args.slice)
+            finally:
+                stop.set()
+                sampler.join()
             if done.returncode != 0:
                 raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
             pg1 = harness.pg_per_process(pg)
+            seen.update(pg1)
             after = {m: (durable.answered(e["mport"]), durable.tree_cpu(e["proc"]))
                      for m, e in engines.items()}
-            dbs.update({r["pid"]: r["datname"] for r in asyncio.run(_sql(admin, _DB_SQL))})
             counts = asyncio.run(_sql(engines["on"]["url"],
                                       "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
         result = json.loads(done.stdout.strip().splitlines()[-1])
         slices = json.loads((work / f"lat-a{n}.json").read_text())
         by_db: dict[str, float] = {}
-        for pid, cpu in pg1.items():      # pid 0: the postmaster and the backends that ended
-            key = dbs.get(pid, "shared")
-            by_db[key] = by_db.get(key, 0.0) + cpu - pg0.get(pid, 0.0)
+        ended = sum(cpu for pid, cpu in seen.items() if pid and pid not in pg1)
+        for pid, cpu in seen.items():     # pid 0: the postmaster and reaped children, less the
+            key = dbs.get(pid, "shared")  # ended backends counted by database already
+            by_db[key] = by_db.get(key, 0.0) + cpu - pg0.get(pid, 0.0) - (ended if pid == 0 else 0.0)
         answered = {m: max(1.0, after[m][0] - before[m][0]) for m in engines}
         shared_us = round(1e6 * by_db.get("shared", 0.0) / sum(answered.values()))
         summary: dict[str, dict] = {}
@@ -172,21 +185,37 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
 
         for p, label in ((0.5, "p50"), (0.99, "p99")):
             key = f"{label}_ms"
-            # pair k: off turn k and on turn k, next to each other in time
-            pairs = sorted(100 * (pct(b, p) - pct(a, p)) / pct(a, p)
-                           for a, b in zip(slices["a"], slices["b"], strict=True) if a and b)
+            # p50 turn by turn (pair k: off turn k and on turn k, next to each other in time);
+            # p99 by quarter of the run (a turn holds too few replies for its own p99)
+            step = 1 if p == 0.5 else max(1, args.pairs // 4)
+            groups = [tuple([x for turn in slices[side][k:k + step] for x in turn] for side in "ab")
+                      for k in range(0, args.pairs - step + 1, step)]
+            diffs = sorted(100 * (pct(b, p) - pct(a, p)) / pct(a, p) for a, b in groups if a and b)
+            spread = (f"turn by turn median {_middle(diffs):+.1f} % (middle half "
+                      f"{diffs[len(diffs) // 4]:+.1f} to {diffs[(3 * len(diffs)) // 4]:+.1f} %)"
+                      if step == 1 else
+                      "by quarter of the run " + ", ".join(
+                          f"{100 * (pct(b, p) - pct(a, p)) / pct(a, p):+.1f} %" for a, b in groups))
             lines.append(
                 f"- {n} connection(s), {label} over all {args.pairs} turns of each: notify on is "
-                f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off (target: within 10 %); "
-                f"turn by turn median {_middle(pairs):+.1f} % (middle half {pairs[len(pairs) // 4]:+.1f} "
-                f"to {pairs[(3 * len(pairs)) // 4]:+.1f} %)")
+                f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off (target: within 10 %); {spread}")
         lines.append(
             f"- {n} connection(s), CPU per message: engine (with its worker process) "
             f"{off['engine_us']} → {on['engine_us']} µs, its PostgreSQL backends {off['pg_us']} → "
-            f"{on['pg_us']} µs (off → on), PostgreSQL's background processes and backends that ended "
-            f"during the run {shared_us} µs per message of either; load generator "
+            f"{on['pg_us']} µs (off → on), PostgreSQL's background processes {shared_us} µs per "
+            f"message of either; load generator "
             f"{off['loadgen_us']} → {on['loadgen_us']} µs (the control)")
     return rows, lines
+
+
+def _sample(admin: str, pg: psutil.Process, dbs: dict[int, str], seen: dict[int, float],
+            stop: threading.Event) -> None:
+    """Every second until ``stop``: each backend's database and CPU seconds so far."""
+    while True:
+        dbs.update({r["pid"]: r["datname"] for r in asyncio.run(_sql(admin, _DB_SQL))})
+        seen.update(harness.pg_per_process(pg))
+        if stop.wait(1.0):
+            return
 
 
 def _turns(engines: dict[str, dict], work: Path, tag: str, connections: int, pairs: int,
@@ -303,7 +332,8 @@ def main() -> None:
            "on both alike; the engine not under load has its outbox worker process stopped (SIGSTOP), "
            "so the off turns carry none of the on engine's sending, and the on engine's worker, "
            "running half the time at half the SMS rate, sends during its turns at the full rate; "
-           "p50/p99 over all turns of a mode, and turn by turn; CPU per message over the whole "
+           "p50/p99 over all turns of a mode, p50 also turn by turn and p99 by quarter of the run; "
+           "CPU per message over the whole "
            "run: each engine with its worker process, each engine's PostgreSQL backends, and the "
            "load generator during each mode's turns"
            if alt else
