@@ -27,8 +27,8 @@ for), the worker claims in waves: as many rows as the free places take (``concur
 ``batch``), up to a full bucket, once the bucket holds that many, rather than one row each time
 a token comes back. The throughput is the same, in a few claims a second instead of one per
 row, and the deliveries' database work and CPU come in short bursts instead of dribbling over
-every second (on a machine the engine shares, fewer of its messages meet them). Without a
-backlog a due row is claimed at once.
+every second (no difference in the engine's ACK latency could be measured: BENCHMARKS.md,
+notify notes). Without a backlog a due row is claimed at once.
 """
 
 from __future__ import annotations
