@@ -108,9 +108,9 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
     the off turns carry none of the on engine's sending; the on engine's worker sends its backlog
     during the on turns, at half the SMS rate (``--sms-rate``, default 10/s): it runs half the
     time and catches up at each turn, so per second of its turns it sends what it would at the
-    full rate in steady running. CPU per message: each engine with
-    its worker process, and each engine's PostgreSQL backends, over the whole run; PostgreSQL's
-    background processes (WAL writer, checkpointer, autovacuum) are shared and given apart."""
+    full rate in steady running. CPU per message: each engine with its worker process, and
+    each engine's PostgreSQL backends, over the whole run; PostgreSQL's background processes
+    (WAL writer, checkpointer, autovacuum) are shared and given apart."""
     rows: list[dict] = []
     lines: list[str] = []
     for n in conns:
