@@ -161,15 +161,23 @@ async def run(host: str, port: int, connections: int, duration: float, warmup: f
     stop.set()
     await asyncio.wait(dones, timeout=10)
     lat = sorted(stats.latencies)
-    count = len(lat)
     if latencies is not None:
         latencies.write_text(json.dumps(lat))
+    return {"connections": connections, **summary(lat, elapsed, stats, cpu)}
 
-    def pct(p: float) -> float:
-        return round(lat[min(count - 1, int(p * count))] / 1e6, 3) if count else float("nan")
 
-    return {"connections": connections, "messages": count, "seconds": round(elapsed, 3),
-            "msgs_per_s": round(count / elapsed, 1), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+def percentile(lat: list[int], p: float) -> float:
+    """The ``p`` quantile of sorted ``lat`` (nan when empty)."""
+    return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+
+
+def summary(lat: list[int], seconds: float, stats: Stats, cpu: float) -> dict:
+    """What a run prints: throughput, latency percentiles (ms) of sorted ``lat`` (ns), ACK codes,
+    and this process's CPU per message (``cpu`` seconds over the recorded time)."""
+    count = len(lat)
+    return {"messages": count, "seconds": round(seconds, 3),
+            "msgs_per_s": round(count / seconds, 1) if seconds else None,
+            "p50_ms": round(percentile(lat, 0.50) / 1e6, 3), "p99_ms": round(percentile(lat, 0.99) / 1e6, 3),
             "max_ms": round(lat[-1] / 1e6, 3) if count else None, "ack_codes": stats.codes,
             "mismatched_msa2": stats.mismatches, "closed_by_server": stats.closed,
             "cpu_us_per_msg": round(cpu / count * 1e6, 1) if count else None}
@@ -220,15 +228,7 @@ async def alternate(host: str, ports: tuple[int, int], connections: int, pairs: 
     out = {}
     for side in sides:
         lat = sorted(x for sl in side.slices for x in sl)
-        count = len(lat)
-        out[side.name] = {
-            "messages": count, "seconds": round(side.seconds, 3),
-            "msgs_per_s": round(count / side.seconds, 1) if side.seconds else None,
-            "p50_ms": round(lat[int(0.5 * count)] / 1e6, 3) if count else None,
-            "p99_ms": round(lat[min(count - 1, int(0.99 * count))] / 1e6, 3) if count else None,
-            "max_ms": round(lat[-1] / 1e6, 3) if count else None, "ack_codes": side.stats.codes,
-            "mismatched_msa2": side.stats.mismatches, "closed_by_server": side.stats.closed,
-            "cpu_us_per_msg": round(side.cpu / count * 1e6, 1) if count else None}
+        out[side.name] = summary(lat, side.seconds, side.stats, side.cpu)
     return out
 
 

@@ -55,6 +55,7 @@ import psutil
 
 from bench import harness
 from bench import run_durable_bench as durable
+from bench.loadgen import percentile
 
 CHANNEL = """\
 listen: ${{RADSCHED_MLLP_LISTEN}}
@@ -135,8 +136,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                                  "url": url, "db": name}
             warm = _turns(engines, work, f"w{n}", n, 2, 0.5)      # first contact, not measured
             assert warm.returncode == 0, warm.stderr[-2000:]
-            before = {m: (durable.answered(e["mport"]), durable.tree_cpu(e["proc"]))
-                      for m, e in engines.items()}
+            before = _answered_cpu(engines)
             # PostgreSQL CPU by database: backends are sampled every second, since the engine's
             # pool replaces a connection after 50,000 queries (a backend that ends takes its CPU
             # time into the postmaster's reaped-children total, attributed to no database).
@@ -154,8 +154,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
             pg1 = harness.pg_per_process(pg)
             seen.update(pg1)
-            after = {m: (durable.answered(e["mport"]), durable.tree_cpu(e["proc"]))
-                     for m, e in engines.items()}
+            after = _answered_cpu(engines)
             counts = asyncio.run(_sql(engines["on"]["url"],
                                       "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
         result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -180,8 +179,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
         off, on = summary["off"], summary["on"]
 
         def pct(values: list[int], p: float) -> float:
-            values = sorted(values)
-            return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
+            return percentile(sorted(values), p)
 
         for p, label in ((0.5, "p50"), (0.99, "p99")):
             key = f"{label}_ms"
@@ -206,6 +204,11 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             f"message of either; load generator "
             f"{off['loadgen_us']} → {on['loadgen_us']} µs (the control)")
     return rows, lines
+
+
+def _answered_cpu(engines: dict[str, dict]) -> dict[str, tuple[float, float]]:
+    """Per engine: messages answered so far (its /metrics) and CPU seconds of it and its worker."""
+    return {m: (durable.answered(e["mport"]), durable.tree_cpu(e["proc"])) for m, e in engines.items()}
 
 
 def _sample(admin: str, pg: psutil.Process, dbs: dict[int, str], seen: dict[int, float],
