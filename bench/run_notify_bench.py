@@ -71,6 +71,11 @@ def _postmaster(data_dir: Path) -> psutil.Process:
     return psutil.Process(int((data_dir / "postmaster.pid").read_text().split()[0]))
 
 
+# The texts at the end of a run: by outbox status, and those still in the outbox's intake.
+_WAITING = ("SELECT status, count(*) AS n FROM outbox GROUP BY 1 "
+            "UNION ALL SELECT 'intake', count(*) FROM outbox_intake HAVING count(*) > 0")
+
+
 async def _sql(url: str, query: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(url)
     try:
@@ -155,8 +160,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             pg1 = harness.pg_per_process(pg)
             seen.update(pg1)
             after = _answered_cpu(engines)
-            counts = asyncio.run(_sql(engines["on"]["url"],
-                                      "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
+            counts = asyncio.run(_sql(engines["on"]["url"], _WAITING))
         result = json.loads(done.stdout.strip().splitlines()[-1])
         slices = json.loads((work / f"lat-a{n}.json").read_text())
         by_db: dict[str, float] = {}
@@ -298,7 +302,7 @@ def main() -> None:
                                     channel=channel, template_path=durable.template(work, name))
                 for key in ("engine_us", "pg_us", "loadgen_us"):
                     r[key] = int(r[key])
-                counts = asyncio.run(_sql(url, "SELECT status, count(*) AS n FROM outbox GROUP BY 1"))
+                counts = asyncio.run(_sql(url, _WAITING))
                 texts = ", ".join(f"{c['status']} {c['n']}" for c in counts) or "-"
                 rows.append({"notify": mode, **r, "texts": texts})
                 print("  postgres us/msg by client: " + ", ".join(

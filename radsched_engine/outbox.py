@@ -1,9 +1,12 @@
 """Durable side effects after commit: claim due rows, hand each to its kind's handler, back off, never twice.
 
-Rows are written by stages inside the message's transaction (``store.outbox.enqueue``). One
-worker per engine (several engines may share a database) claims due rows of the kinds it has
-handlers for with ``FOR UPDATE SKIP LOCKED``, marks them ``sending`` with a lease
-(``locked_until``) and commits *before* calling the handler; then it records the result:
+Rows are queued by stages inside the message's transaction, in the outbox's intake
+(``store.outbox.defer``). One worker per engine (several engines may share a database) claims
+due rows of the kinds it has handlers for with ``FOR UPDATE SKIP LOCKED``; when fewer are due
+than it has room for, it first moves the oldest rows of that kind from the intake into the
+outbox (``store.outbox.take``, at most ``batch``), in the claim's transaction. It marks them
+``sending`` with a lease (``locked_until``) and commits *before* calling the handler; then it
+records the result:
 
 - ``done`` → ``sent``; ``skipped`` → ``skipped``; ``dead`` → ``dead`` (``last_error``);
 - ``retry`` → ``retry`` at now + backoff (``retry_after`` when the handler gives one, else
@@ -44,6 +47,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from . import metrics
+from .store.outbox import take
 
 log = structlog.get_logger("radsched.outbox")
 
@@ -148,8 +152,12 @@ _RECORD_ASYNC = _RECORD.format(
 _RECORD = _RECORD.format("")
 
 _GAUGES = f"""
-SELECT kind, count(*) AS depth, min(created_at) AS oldest FROM outbox
-WHERE status IN {OPEN_STATUSES!r} GROUP BY kind
+SELECT kind, sum(depth)::bigint AS depth, min(oldest) AS oldest FROM (
+    SELECT kind, count(*) AS depth, min(created_at) AS oldest FROM outbox
+    WHERE status IN {OPEN_STATUSES!r} GROUP BY kind
+    UNION ALL
+    SELECT kind, count(*), min(created_at) FROM outbox_intake GROUP BY kind
+) AS waiting GROUP BY kind
 """
 
 
@@ -271,8 +279,10 @@ class OutboxWorker:
             lease = float(getattr(handler, "lease", None) or self.options.lease)
             now = self.clock()
             until = now + timedelta(seconds=lease)
-            async with self.store.connection() as conn:
+            async with self.store.connection() as conn, conn.transaction():
                 records = await conn.fetch(_CLAIM, kind, now, free, until)
+                if len(records) < free and await take(conn, kind, max(free, self.options.batch)):
+                    records += await conn.fetch(_CLAIM, kind, now, free - len(records), until)
             for record in records:
                 row = OutboxRow(record["id"], record["kind"], record["dedupe_key"], record["payload"],
                                 record["attempts"], record["created_at"], record["appointment_id"])

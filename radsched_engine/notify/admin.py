@@ -16,9 +16,21 @@ SELECT id, kind, status, attempts, created_at, next_attempt_at, updated_at, last
        payload->>'event' AS event, result->>'reason' AS reason
 FROM outbox WHERE status = ANY($1::text[]) ORDER BY id LIMIT $2
 """
+# Rows still in the intake (migration 0402: written with their message, not yet moved into the
+# outbox by a worker), listed after the outbox's own with status "intake" and no outbox id.
+_LIST_INTAKE = """
+SELECT NULL::bigint AS id, kind, 'intake' AS status, 0 AS attempts, created_at,
+       coalesce(not_before, created_at) AS next_attempt_at, created_at AS updated_at,
+       NULL::text AS last_error, payload->>'event' AS event, NULL::text AS reason
+FROM outbox_intake ORDER BY kind, id LIMIT $1
+"""
 _SUMMARY = """
-SELECT kind, status, count(*) AS n FROM outbox
-WHERE status IN ('pending', 'retry', 'sending', 'dead') GROUP BY kind, status ORDER BY kind, status
+SELECT kind, status, n FROM (
+    SELECT kind, status, count(*) AS n FROM outbox
+    WHERE status IN ('pending', 'retry', 'sending', 'dead') GROUP BY kind, status
+    UNION ALL
+    SELECT kind, 'intake', count(*) FROM outbox_intake GROUP BY kind
+) AS counts ORDER BY kind, status
 """
 # A dead row whose last attempt may have reached the recipient goes back as 'sending' with an
 # expired lease, so the worker reconciles before sending again; others go back as 'retry'.
@@ -37,7 +49,10 @@ RETURNING status
 async def list_rows(conn: asyncpg.Connection, *, dead: bool = False,
                     limit: int = 100) -> list[dict[str, Any]]:
     statuses = ["dead"] if dead else ["pending", "retry", "sending"]
-    return [dict(r.items()) for r in await conn.fetch(_LIST, statuses, limit)]
+    rows = [dict(r.items()) for r in await conn.fetch(_LIST, statuses, limit)]
+    if not dead and len(rows) < limit:
+        rows += [dict(r.items()) for r in await conn.fetch(_LIST_INTAKE, limit - len(rows))]
+    return rows
 
 
 async def summary(conn: asyncpg.Connection) -> list[dict[str, Any]]:
@@ -74,7 +89,7 @@ def render(rows: list[dict[str, Any]], counts: list[dict[str, Any]], *, dead: bo
     for r in rows:
         moment = r["updated_at"] if dead else r["next_attempt_at"]
         error = (r["last_error"] or r["reason"] or "").replace("\n", " ")
-        lines.append(f"{r['id']:>8}  {r['kind']:<12.12} {(r['event'] or '-'):<5.5} {r['status']:<8} "
+        lines.append(f"{r['id'] or '-':>8}  {r['kind']:<12.12} {(r['event'] or '-'):<5.5} {r['status']:<8} "
                      f"{r['attempts']:>5}  {_ago(r['created_at'], now):<10} {_ago(moment, now):<13} "
                      f"{error[:100]}")
     return "\n".join(lines)

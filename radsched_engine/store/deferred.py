@@ -4,7 +4,8 @@ A stage adds items to its exchange (``add``); the unit of work gathers those of 
 it commits and sends them in the same simple-protocol query as the COMMIT (``commit_sql``), so
 they cost no round trip of their own: ``[SELECT radsched_finish(<post>, NULL);] [EXECUTE
 radsched_outbox_add(...) | SELECT radsched_enqueue(<rows>);] COMMIT`` (migration 0303 for the
-post document, 0301 for ``radsched_enqueue``). A commit with one row runs
+post document, 0301 and 0402 for ``radsched_enqueue``; the rows go to the outbox's intake, from
+which the outbox worker moves them: ``store.outbox``). A commit with one row runs
 ``radsched_outbox_add``, a statement every pooled connection of the store prepares once
 (``prepare``): a plain INSERT in the query text was parsed, analysed and planned again for
 every commit (~25 µs of PostgreSQL's CPU per text on the path of the ACK). A group commit's
@@ -31,13 +32,12 @@ OUTBOX = "deferred_outbox"        # exchange.data key: outbox rows (radsched_enq
 POST = "deferred_post"            # exchange.data key: (kind, item) pairs for radsched_finish
 _TAG = "$radsched_deferred$"
 _FLUSH = "SELECT radsched_finish($1::jsonb, $2::jsonb)"
-# The outbox insert (radsched_enqueue's, migration 0301), its VALUES row to fill in: prepared
-# per connection here, in ``store.outbox.enqueue`` as asyncpg's own prepared statement.
-OUTBOX_INSERT = ("INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id) "
-                 "VALUES {} ON CONFLICT (dedupe_key) DO NOTHING")
+# One row into the outbox's intake (migration 0402; radsched_enqueue takes several), prepared
+# per connection.
 PREPARED = "radsched_outbox_add"
-_PREPARE = (f"PREPARE {PREPARED} (text, text, jsonb, timestamptz, integer) AS "
-            + OUTBOX_INSERT.format("($1, $2, $3, coalesce($4, now()), $5)"))
+_PREPARE = (f"PREPARE {PREPARED} (text, text, json, timestamptz, integer) AS "
+            "INSERT INTO outbox_intake (kind, dedupe_key, payload, not_before, appointment_id) "
+            "VALUES ($1, $2, $3, $4, $5)")
 # Server process ids of the connections that hold it (a connection is its backend's for life;
 # ``prepare`` runs for every new pooled connection, so a reused pid is prepared afresh).
 _prepared: set[int] = set()

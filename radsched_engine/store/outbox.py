@@ -1,7 +1,11 @@
-"""Outbox writes: a durable side effect enqueued in the message's own transaction, at most once.
+"""Outbox writes: a durable side effect queued in the message's own transaction, at most once.
 
 The ``outbox`` table (migration 0001) is shared by every kind of side effect (``sms``,
-``ai_analysis``, ...). Row life cycle, for the worker that sends them:
+``ai_analysis``, ...). Stages queue their rows with ``defer``: the unit of work appends them to
+``outbox_intake`` (migration 0402) in the message's transaction, a heap row and one index entry
+on the path of the ACK. The worker moves the oldest rows of a kind from the intake into the
+outbox when it needs rows to deliver (``take``), in its own transaction; from there a row's
+life cycle is:
 
 - ``pending`` (new) / ``retry`` (failed, due again at ``next_attempt_at``);
 - a worker claims due rows with ``SELECT ... WHERE status IN ('pending', 'retry', 'sending')
@@ -12,8 +16,9 @@ The ``outbox`` table (migration 0001) is shared by every kind of side effect (``
 - it ends as ``sent`` (``result``), ``skipped`` (``result`` says why), ``dead`` (gave up;
   ``last_error``) or ``cancelled``.
 
-``dedupe_key`` is unique: enqueueing the same effect twice (a redelivered message, a retried
-transaction) keeps the first row.
+``dedupe_key`` is unique in the outbox: the same effect queued twice (a redelivered message, a
+retried transaction) keeps the first row; a second one in the intake is dropped when it is moved.
+``enqueue`` writes straight into the outbox (tools and tests that need the row at once).
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import asyncpg
 
 from . import deferred
 
-_ENQUEUE = deferred.OUTBOX_INSERT.format("($1, $2, $3::jsonb, coalesce($4, now()), $5)")
+_ENQUEUE = ("INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id) "
+            "VALUES ($1, $2, $3::jsonb, coalesce($4, now()), $5) ON CONFLICT (dedupe_key) DO NOTHING")
+# Migration 0402: the oldest rows of a kind from the intake into the outbox, in order.
+TAKE = "SELECT radsched_outbox_take($1, $2)"
 
 
 async def enqueue(conn: asyncpg.Connection, kind: str, dedupe_key: str, payload: dict[str, Any], *,
@@ -39,14 +47,24 @@ async def enqueue(conn: asyncpg.Connection, kind: str, dedupe_key: str, payload:
     return status.endswith(" 1")
 
 
+async def take(conn: asyncpg.Connection, kind: str, limit: int) -> int:
+    """Move up to ``limit`` of the oldest intake rows of ``kind`` into the outbox (``pending``,
+    due at their ``not_before`` or when they were queued); returns how many left the intake.
+
+    0 also when another worker is moving rows of that kind at this moment (one at a time keeps
+    the outbox ids in intake order).
+    """
+    return await conn.fetchval(TAKE, kind, limit)
+
+
 def defer(exchange: Any, kind: str, dedupe_key: str, payload: dict[str, Any], *,
           not_before: datetime | None = None, appointment_id: int | None = None) -> None:
     """Queue one side effect with the exchange's transaction, written when it commits.
 
-    The unit of work inserts every row its stages deferred in one statement sent with the
-    COMMIT (``deferred``), so a message costs no round trip of its own for its outbox rows;
-    rows of a message whose effects are rolled back are never written. Same semantics as
-    ``enqueue`` otherwise (``dedupe_key`` keeps the first row).
+    The unit of work appends every row its stages deferred to the intake in one statement sent
+    with the COMMIT (``deferred``), so a message costs no round trip of its own for its outbox
+    rows; rows of a message whose effects are rolled back are never written. Same semantics as
+    ``enqueue`` otherwise (``dedupe_key`` keeps the first row, applied when the worker moves it).
     """
     deferred.add(exchange, deferred.OUTBOX, {
         "kind": kind, "dedupe_key": dedupe_key, "payload": payload,

@@ -78,7 +78,9 @@ async def test_many_connections_keep_their_order_and_a_rejected_message_spoils_n
         journal = {r["control_id"]: (r["id"], r["outcome"]) for r in await conn.fetch(
             "SELECT id, control_id, outcome FROM hl7_messages")}
         booked = await conn.fetchval("SELECT count(*) FROM appointments WHERE filler_id LIKE 'A%'")
-        texts = await conn.fetchval("SELECT count(*) FROM outbox WHERE kind = 'sms'")
+        texts = await conn.fetchval(      # queued: in the outbox or still in its intake
+            "SELECT (SELECT count(*) FROM outbox WHERE kind = 'sms') "
+            "+ (SELECT count(*) FROM outbox_intake WHERE kind = 'sms')")
         flagged = await conn.fetch("SELECT filler_id, conflicts FROM appointments "
                                    "WHERE filler_id LIKE 'CLASH%' ORDER BY id")
     finally:

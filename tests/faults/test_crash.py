@@ -110,15 +110,15 @@ pipeline:
         assert sorted(r["filler_id"] for r in stored) == sorted(f"CF{n}" for n in range(MESSAGES))
 
         # One text per booking, queued once, sent once, even for those in flight at the kill.
-        queued = await fetch(db_url, "SELECT appointment_id FROM outbox WHERE kind = 'sms'")
-        assert len(queued) == MESSAGES and len({r["appointment_id"] for r in queued}) == MESSAGES
-
         async def all_sent() -> bool:
             rows = await fetch(db_url, "SELECT count(*) AS n FROM outbox WHERE kind = 'sms' "
                                        "AND status = 'sent'")
             return rows[0]["n"] == MESSAGES
 
         await until(all_sent, 90, 0.2)
+        queued = await fetch(db_url, "SELECT appointment_id FROM outbox WHERE kind = 'sms'")
+        assert len(queued) == MESSAGES and len({r["appointment_id"] for r in queued}) == MESSAGES
+        assert await fetch(db_url, "SELECT 1 FROM outbox_intake") == []
         texts = Counter(form["To"] for form in twilio_fake.sent)
         assert texts == Counter({phone(n): 1 for n in range(MESSAGES)})
 

@@ -88,3 +88,23 @@ async def _cli(argv: list[str]) -> int:
     import asyncio
 
     return await asyncio.to_thread(cli.main, argv)    # the command runs its own event loop
+
+
+async def test_rows_still_in_the_intake_are_counted_and_listed(db_url: str) -> None:
+    """Texts queued with their messages and not yet moved into the outbox by a worker."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(
+            "SELECT radsched_enqueue($1::jsonb)",
+            json.dumps([{"kind": "sms", "dedupe_key": f"i{n}", "payload": {"event": "S12", "to": TO}}
+                        for n in range(3)]))
+    finally:
+        await conn.close()
+    code, text = await run(db_url)
+    assert code == 0 and "sms intake 3" in text
+    def listed(text: str) -> list[list[str]]:
+        return [line.split()[:4] for line in text.splitlines()[1:] if " intake " in line]
+
+    assert listed(text) == [["-", "sms", "S12", "intake"]] * 3
+    assert TO not in text
+    assert len(listed((await run(db_url, limit=2))[1])) == 2

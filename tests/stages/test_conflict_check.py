@@ -17,7 +17,7 @@ from radsched_engine.integrations.claude import ClaudeAnalyzer, ClaudeSettings
 from radsched_engine.stages.conflict_check import SPEC, ConflictCheckOptions
 from radsched_engine.store import Store
 from tests.conflicts.helpers import Channel, appointment_id, findings, rules_of, siu
-from tests.store.helpers import fetch, journal_rows
+from tests.store.helpers import fetch, journal_rows, outbox_rows
 
 ROOM = "RES-ROOM-OVERLAP"
 BLOCK_STEPS = "  - parse\n  - validate\n  - conflict_check: {policy: block}\n  - persist\n"
@@ -193,7 +193,7 @@ async def test_orders_and_other_messages_pass_untouched(channel: Channel, db_url
 
 async def test_ai_review_is_queued_only_with_the_claude_service(store: Store, db_url: str) -> None:
     await Channel(store).send(siu(control="C1", filler="A1", mrn="M1"))
-    assert await fetch(db_url, "SELECT * FROM outbox") == []
+    assert await outbox_rows(db_url, "SELECT * FROM outbox") == []
     analyzer = ClaudeAnalyzer(ClaudeSettings(api_key="k", base_url="http://127.0.0.1:9"))
     try:
         channel = Channel(store, services={"claude": analyzer})
@@ -206,7 +206,7 @@ async def test_ai_review_is_queued_only_with_the_claude_service(store: Store, db
         await off.send(siu(control="C4", filler="A4", mrn="M4", start="20260313090000"))
     finally:
         await analyzer.close()
-    rows = await fetch(db_url, "SELECT kind, dedupe_key, payload, status FROM outbox ORDER BY id")
+    rows = await outbox_rows(db_url, "SELECT kind, dedupe_key, payload, status FROM outbox ORDER BY id")
     assert [r["kind"] for r in rows] == ["ai_analysis", "ai_analysis"]
     payload = json.loads(rows[0]["payload"])
     assert payload == {"appointment_key": "scheduling|F:A2", "patient_age": 56, "patient_sex": "F",

@@ -19,7 +19,7 @@ from radsched_engine.stages import notify, parse, persist
 from radsched_engine.stages.notify import NotifyOptions
 from radsched_engine.store import Store
 from tests.notify.messages import CELL, FACILITY, HOME, local_start, siu
-from tests.store.helpers import fetch
+from tests.store.helpers import outbox_rows
 
 CHANNEL = "scheduling"
 
@@ -46,7 +46,7 @@ async def outbox(db_url: str, *, raw: bool = False) -> list[dict[str, Any]]:
     the stage stored them, the text's facts)."""
     import json
 
-    found = await fetch(db_url, "SELECT * FROM outbox ORDER BY id")
+    found = await outbox_rows(db_url, "SELECT * FROM outbox ORDER BY id")
     for row in found:
         row["payload"] = json.loads(row["payload"])
         if not raw:

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from radsched_engine.exchange import Exchange
+from radsched_engine.store.outbox import take
 
 
 def hl7(*segments: str) -> bytes:
@@ -39,3 +40,23 @@ async def fetch(url: str, query: str, *args: Any) -> list[dict[str, Any]]:
         return [dict(r) for r in await conn.fetch(query, *args)]
     finally:
         await conn.close()
+
+
+async def take_intake(url: str) -> int:
+    """Move every row of the outbox's intake into the outbox, as the worker does before it claims
+    (stages queue their rows in the intake); returns how many left the intake."""
+    conn = await asyncpg.connect(url)
+    try:
+        total = 0
+        for kind in [r["kind"] for r in await conn.fetch("SELECT DISTINCT kind FROM outbox_intake")]:
+            while moved := await take(conn, kind, 1000):
+                total += moved
+        return total
+    finally:
+        await conn.close()
+
+
+async def outbox_rows(url: str, query: str, *args: Any) -> list[dict[str, Any]]:
+    """``fetch`` of an outbox query once the intake is moved into the outbox (``take_intake``)."""
+    await take_intake(url)
+    return await fetch(url, query, *args)

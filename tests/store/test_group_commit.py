@@ -18,7 +18,7 @@ from radsched_engine.store import Store, deferred, migrate
 from radsched_engine.store.group import GroupUnitOfWork
 from radsched_engine.store.outbox import defer
 from tests.conftest import with_database
-from tests.store.helpers import exchange, fetch, journal_rows, siu
+from tests.store.helpers import exchange, fetch, journal_rows, outbox_rows, siu
 
 Body = Callable[[Exchange], Awaitable[None]]
 
@@ -91,7 +91,7 @@ async def test_waiting_exchanges_commit_in_one_transaction(uow: GroupUnitOfWork,
     assert [r["control_id"] for r in rows] == ["HOLD"] + [f"M{i}" for i in range(8)]
     assert all(r["outcome"] == "accepted" for r in rows)
     assert all(ex.journal_id == r["id"] for (ex, _), r in zip(items, rows[1:], strict=True))
-    keys = [r["dedupe_key"] for r in await fetch(db_url, "SELECT dedupe_key FROM outbox ORDER BY id")]
+    keys = [r["dedupe_key"] for r in await outbox_rows(db_url, "SELECT dedupe_key FROM outbox ORDER BY id")]
     assert keys == ["k-HOLD"] + [f"k-M{i}" for i in range(8)]
 
 
@@ -109,7 +109,7 @@ async def test_a_rejected_member_commits_its_journal_row_and_poisons_no_other(
     assert await run_all(uow, items, asyncio.Event()) == [None] * 6
     probe = {r["n"] for r in await fetch(db_url, "SELECT n FROM probe")}
     assert probe == {"HOLD", "M0", "M1", "M3", "M4"}               # rejected effects undone
-    outbox = {r["dedupe_key"] for r in await fetch(db_url, "SELECT dedupe_key FROM outbox")}
+    outbox = {r["dedupe_key"] for r in await outbox_rows(db_url, "SELECT dedupe_key FROM outbox")}
     assert outbox == {"k-HOLD", "k-M0", "k-M1", "k-M3", "k-M4"}
     journal = {r["control_id"]: r for r in await journal_rows(db_url)}
     assert journal["M2"]["outcome"] == "rejected" and journal["M2"]["error_code"] == 205
@@ -144,7 +144,7 @@ async def test_a_member_that_must_retry_runs_again_alone_and_the_others_commit(
     assert all(r["outcome"] == "accepted" for r in journal.values())
     assert journal["M0"]["id"] < journal["M1"]["id"] < journal["M2"]["id"]
     assert items[2][0].data["tx"] == items[3][0].data["tx"] != ex1.data["tx"]
-    assert len(await fetch(db_url, "SELECT 1 FROM outbox WHERE dedupe_key = 'k-M1'")) == 1
+    assert len(await outbox_rows(db_url, "SELECT 1 FROM outbox WHERE dedupe_key = 'k-M1'")) == 1
     assert len(await fetch(db_url, "SELECT 1 FROM probe WHERE n = 'M1'")) == 1
 
 
@@ -161,7 +161,7 @@ async def test_a_failed_commit_is_run_again_member_by_member_and_only_the_culpri
     assert len({ex.data["tx"] for ex, _ in items}) == 6          # each alone after the failure
     assert [r["n"] for r in await fetch(db_url, "SELECT n FROM probe ORDER BY n")] == [
         "HOLD", "M0", "M1", "M2", "M4", "M5"]
-    assert len(await fetch(db_url, "SELECT 1 FROM outbox")) == 6
+    assert len(await outbox_rows(db_url, "SELECT 1 FROM outbox")) == 6
 
 
 async def test_the_database_going_away_mid_batch_fails_every_member(
@@ -284,7 +284,7 @@ async def test_outbox_rows_ride_on_the_commit_even_when_they_hold_the_quote_tag(
         defer(ex, "sms", "k-plain", {"body": "it's"})
 
     await uow.run(exchange(siu("S12", "T1")), body)
-    rows = await fetch(db_url, "SELECT dedupe_key, payload->>'body' AS body FROM outbox ORDER BY id")
+    rows = await outbox_rows(db_url, "SELECT dedupe_key, payload->>'body' AS body FROM outbox ORDER BY id")
     assert rows == [{"dedupe_key": "k-tag", "body": "a $radsched_deferred$ b ' \\ \u00e9"},
                     {"dedupe_key": "k-plain", "body": "it's"}]
     assert deferred.commit_sql([{"kind": "sms", "dedupe_key": "k", "payload": {"x": "it's"}}]
@@ -321,8 +321,8 @@ async def test_outbox_rows_on_the_commit_keep_every_column_and_the_first_of_a_ke
     before = datetime.now(UTC)
     await uow.run(exchange(siu("S12", "T1")), body)
     await uow.run(exchange(siu("S12", "T2")), tagged)
-    rows = await fetch(db_url, "SELECT dedupe_key, payload->>'n' AS n, next_attempt_at, "
-                               "appointment_id, status FROM outbox ORDER BY id")
+    rows = await outbox_rows(db_url, "SELECT dedupe_key, payload->>'n' AS n, next_attempt_at, "
+                                     "appointment_id, status FROM outbox ORDER BY id")
     assert [(r["dedupe_key"], r["n"], r["appointment_id"], r["status"]) for r in rows] == [
         ("k-later", "1", 41, "pending"), ("k-now", "2", None, "pending"),
         ("k-$radsched_deferred", "4", 43, "pending")]
@@ -344,7 +344,7 @@ async def test_each_pooled_connection_prepares_the_outbox_insert_and_one_that_lo
     with pytest.raises(asyncpg.InvalidSQLStatementNameError):
         await uow.run(exchange(siu("S12", "LOST")), writer())
     await uow.run(exchange(siu("S12", "AGAIN")), writer())
-    assert [r["dedupe_key"] for r in await fetch(db_url, "SELECT dedupe_key FROM outbox")] == [
+    assert [r["dedupe_key"] for r in await outbox_rows(db_url, "SELECT dedupe_key FROM outbox")] == [
         "k-AGAIN"]
     assert [r["n"] for r in await fetch(db_url, "SELECT n FROM probe")] == ["AGAIN"]
     async with store.connection() as conn:
@@ -368,7 +368,7 @@ async def test_a_store_opened_before_the_schema_prepares_the_insert_on_first_use
             uow = GroupUnitOfWork(store, "scheduling")
             await uow.run(exchange(siu("S12", "FIRST")), writer())
             await uow.run(exchange(siu("S12", "NEXT")), writer())
-            rows = await fetch(url, "SELECT dedupe_key FROM outbox ORDER BY id")
+            rows = await outbox_rows(url, "SELECT dedupe_key FROM outbox ORDER BY id")
             assert [r["dedupe_key"] for r in rows] == ["k-FIRST", "k-NEXT"]
         finally:
             await store.close()
@@ -390,7 +390,7 @@ async def test_non_ascii_text_rides_on_the_commit_unchanged(store: Store, db_url
     await uow.run(exchange(siu("S12", "T1")), body)
     assert "Jos\u00e9 M\u00fcller \u5c71\u7530" in deferred.commit_sql(   # as UTF-8
         [{"kind": "sms", "dedupe_key": "k", "payload": {"body": text}}])
-    rows = await fetch(db_url, "SELECT payload FROM outbox WHERE dedupe_key = 'k-utf8'")
+    rows = await outbox_rows(db_url, "SELECT payload FROM outbox WHERE dedupe_key = 'k-utf8'")
     assert json.loads(rows[0]["payload"]) == {"body": text, "n": {"1": "int key"}}
 
 
@@ -405,8 +405,11 @@ async def test_deleting_an_appointment_still_takes_its_resources_and_unlinks_its
                            "end_at) VALUES ($1, 'location', 'R1', now(), now())", aid)
         await conn.execute("INSERT INTO outbox (kind, dedupe_key, payload, appointment_id) "
                            "VALUES ('sms', 'k', '{}', $1)", aid)
+        await conn.execute("INSERT INTO outbox_intake (kind, dedupe_key, payload, appointment_id) "
+                           "VALUES ('sms', 'k2', '{}', $1)", aid)
         await conn.execute("DELETE FROM appointments WHERE id = $1", aid)
         assert await conn.fetchval("SELECT count(*) FROM appointment_resources") == 0
         assert await conn.fetchval("SELECT appointment_id FROM outbox") is None
+        assert await conn.fetchval("SELECT appointment_id FROM outbox_intake") is None
     finally:
         await conn.close()

@@ -1,0 +1,114 @@
+"""The outbox's intake (migration 0402): rows queued with a message, moved into the outbox by the
+worker, oldest first, one kind at a time, a redelivered key dropped, nothing lost on rollback."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from prometheus_client import REGISTRY
+
+from radsched_engine.outbox import OutboxWorker, WorkerOptions
+from radsched_engine.store import Store
+from radsched_engine.store.outbox import take
+
+from .helpers import Clock, ScriptedHandler, rows
+
+
+async def queue(url: str, *items: dict[str, Any]) -> None:
+    """Rows into the intake as a unit of work's commit writes them (``radsched_enqueue``)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT radsched_enqueue($1::jsonb)", json.dumps(list(items)))
+    finally:
+        await conn.close()
+
+
+def item(kind: str, key: str, n: int, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "dedupe_key": key, "payload": {"n": n}, **extra}
+
+
+async def intake(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [r["dedupe_key"] for r in await conn.fetch("SELECT dedupe_key FROM outbox_intake ORDER BY id")]
+    finally:
+        await conn.close()
+
+
+async def test_take_moves_the_oldest_rows_of_one_kind_in_order_and_drops_a_second_key(
+        db_url: str) -> None:
+    later = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    await queue(db_url, item("test", "a1", 1, appointment_id=7), item("test", "a2", 2),
+                item("other", "b1", 3), item("test", "a3", 4, not_before=later.isoformat()))
+    await queue(db_url, item("test", "a1", 5))                     # redelivered: same key
+    conn = await asyncpg.connect(db_url)
+    try:
+        queued_at = await conn.fetchval("SELECT min(created_at) FROM outbox_intake")
+        assert await take(conn, "test", 2) == 2
+        moved = await rows(db_url)
+        assert [(r["dedupe_key"], json.loads(r["payload"]), r["status"], r["appointment_id"])
+                for r in moved] == [("a1", {"n": 1}, "pending", 7), ("a2", {"n": 2}, "pending", None)]
+        assert all(r["created_at"] == r["next_attempt_at"] == queued_at for r in moved)
+        assert await intake(db_url) == ["b1", "a3", "a1"]
+        assert await take(conn, "test", 10) == 2                   # a3, and the second a1 dropped
+        assert await take(conn, "test", 10) == 0
+    finally:
+        await conn.close()
+    moved = await rows(db_url)
+    assert [(r["dedupe_key"], json.loads(r["payload"])["n"]) for r in moved] == [
+        ("a1", 1), ("a2", 2), ("a3", 4)]
+    assert moved[2]["next_attempt_at"] == later
+    assert await intake(db_url) == ["b1"]
+
+
+async def test_one_mover_per_kind_and_a_rolled_back_move_loses_nothing(db_url: str) -> None:
+    await queue(db_url, item("test", "a1", 1), item("test", "a2", 2), item("other", "b1", 3))
+    first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
+    try:
+        moving = first.transaction()
+        await moving.start()
+        assert await take(first, "test", 10) == 2
+        assert await take(second, "test", 10) == 0     # the kind is being moved: nothing, no wait
+        assert await take(second, "other", 10) == 1   # another kind is not held up
+        await moving.rollback()                          # e.g. the worker died mid-move
+        assert await intake(db_url) == ["a1", "a2"]
+        assert [r["dedupe_key"] for r in await rows(db_url)] == ["b1"]
+        assert await take(second, "test", 10) == 2
+    finally:
+        await first.close()
+        await second.close()
+    assert [r["dedupe_key"] for r in await rows(db_url)] == ["b1", "a1", "a2"]
+
+
+async def test_the_worker_takes_only_what_it_needs_and_delivers_in_queue_order(
+        store: Store, db_url: str) -> None:
+    await queue(db_url, *(item("test", f"k{n}", n) for n in range(10)))
+    handler = ScriptedHandler(concurrency=2)
+    options = WorkerOptions(poll_interval=0.05, lease=60.0, batch=3)
+    worker = OutboxWorker(store, [handler], options, clock=Clock(), rng=random.Random(7))
+    assert await worker.run_once() == 2
+    assert len(await intake(db_url)) == 7                # one take of `batch` rows, not all ten
+    assert [r["status"] for r in await rows(db_url)] == ["sent", "sent", "pending"]
+    assert await worker.drain() == 8
+    assert [r.dedupe_key for r in handler.delivered] == [f"k{n}" for n in range(10)]
+    assert await intake(db_url) == []
+
+
+async def test_gauges_count_rows_still_in_the_intake(store: Store, db_url: str) -> None:
+    await queue(db_url, item("intake_kind", "k1", 1), item("intake_kind", "k2", 2))
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute("UPDATE outbox_intake SET created_at = $1 WHERE dedupe_key = 'k1'",
+                           datetime.now(UTC) - timedelta(seconds=300))
+        assert await take(conn, "intake_kind", 1) == 1  # one in the outbox, one still in the intake
+    finally:
+        await conn.close()
+    worker = OutboxWorker(store, [ScriptedHandler()], WorkerOptions(), clock=Clock())
+    await worker.refresh_gauges()
+    assert REGISTRY.get_sample_value("radsched_outbox_depth", {"kind": "intake_kind"}) == 2
+    assert REGISTRY.get_sample_value("radsched_outbox_oldest_pending_seconds",
+                                     {"kind": "intake_kind"}) >= 299
