@@ -47,11 +47,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import harness
 from bench import run_durable_bench as durable
@@ -126,9 +128,10 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 name = f"notify_alt_{mode}_{n}"
                 durable.ensure_database(admin, name, reuse=False)
                 url = durable.with_database(admin, name)
-                channel = (durable.shipped_channel(None if mode == "on" else "notify")
+                notify = mode == "on" and not args.same
+                channel = (durable.shipped_channel(None if notify else "notify")
                            if args.channel == "shipped" else
-                           CHANNEL.format(notify="  - notify\n" if mode == "on" else ""))
+                           CHANNEL.format(notify="  - notify\n" if notify else ""))
                 # The on engine's worker runs during its turns only, half the time: at half the
                 # rate it sends, per second of its turns, what it would at the rate steadily.
                 rate = f"{float(args.sms_rate or SMS_RATE) / 2:g}"
@@ -142,6 +145,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             warm = _turns(engines, work, f"w{n}", n, 2, 0.5)      # first contact, not measured
             assert warm.returncode == 0, warm.stderr[-2000:]
             before = _answered_cpu(engines)
+            timed0 = {m: _timings(e["mport"]) for m, e in engines.items()}
             # PostgreSQL CPU by database: backends are sampled every second, since the engine's
             # pool replaces a connection after 50,000 queries (a backend that ends takes its CPU
             # time into the postmaster's reaped-children total, attributed to no database).
@@ -160,6 +164,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             pg1 = harness.pg_per_process(pg)
             seen.update(pg1)
             after = _answered_cpu(engines)
+            timed = {m: _timings(e["mport"], timed0[m]) for m, e in engines.items()}
             counts = asyncio.run(_sql(engines["on"]["url"], _WAITING))
         result = json.loads(done.stdout.strip().splitlines()[-1])
         slices = json.loads((work / f"lat-a{n}.json").read_text())
@@ -207,7 +212,32 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             f"{on['pg_us']} µs (off → on), PostgreSQL's background processes {shared_us} µs per "
             f"message of either; load generator "
             f"{off['loadgen_us']} → {on['loadgen_us']} µs (the control)")
+        lines.append(
+            f"- {n} connection(s), mean time per message inside the engine (its own histograms), "
+            "off → on: " + ", ".join(f"{name} {timed['off'].get(name, 0):.0f} → {timed['on'][name]:.0f} µs"
+                                     for name in timed["on"]))
     return rows, lines
+
+
+def _timings(mport: int, since: dict[str, tuple[float, float]] | None = None) -> dict:
+    """The engine's stage, transaction and ACK histograms: (sum, count) per name, or, ``since``
+    an earlier reading, the mean in µs per name over the time between."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as resp:
+        families = text_string_to_metric_families(resp.read().decode())
+    got: dict[str, list[float]] = {}
+    for family in families:
+        for sample in family.samples:
+            labels = sample.labels
+            name = {"radsched_stage_duration_seconds": labels.get("stage"),
+                    "radsched_store_duration_seconds": labels.get("operation"),
+                    "radsched_ack_latency_seconds": "ack"}.get(family.name)
+            if name and sample.name.endswith(("_sum", "_count")):
+                pair = got.setdefault(name, [0.0, 0.0])
+                pair[sample.name.endswith("_count")] += sample.value
+    if since is None:
+        return {k: (v[0], v[1]) for k, v in got.items()}
+    return {k: 1e6 * (v[0] - since.get(k, (0.0, 0.0))[0]) / max(1.0, v[1] - since.get(k, (0.0, 0.0))[1])
+            for k, v in got.items()}
 
 
 def _answered_cpu(engines: dict[str, dict]) -> dict[str, tuple[float, float]]:
@@ -257,6 +287,9 @@ def main() -> None:
                          "--slice seconds; runs: one engine per run, --rounds runs of each")
     ap.add_argument("--pairs", type=int, default=60, help="alternate: turns of each engine")
     ap.add_argument("--slice", type=float, default=0.5, help="alternate: seconds per turn")
+    ap.add_argument("--same", action="store_true",
+                    help="alternate: the control of the method itself, both engines without notify "
+                         "(the 'on' figures then show the method's own bias and spread)")
     ap.add_argument("--rounds", type=int, default=2,
                     help="runs: runs per mode and connection count, interleaved off-on-on-off")
     args = ap.parse_args()
