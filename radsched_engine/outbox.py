@@ -4,7 +4,9 @@ Rows are queued by stages inside the message's transaction, in the outbox's inta
 (``store.outbox.defer``). One worker per engine (several engines may share a database) claims
 due rows of the kinds it has handlers for with ``FOR UPDATE SKIP LOCKED``; when fewer are due
 than it has room for, it first moves the oldest rows of that kind from the intake into the
-outbox (``store.outbox.take``, at most ``batch``), in the claim's transaction. It marks them
+outbox (``store.outbox.take``, at most ``batch``; its commit does not wait for the disk: a
+move lost in a crash leaves the rows in the intake, and the claim's commit, which does wait,
+makes the move durable with it) and claims again. It marks them
 ``sending`` with a lease (``locked_until``) and commits *before* calling the handler; then it
 records the result:
 
@@ -279,9 +281,10 @@ class OutboxWorker:
             lease = float(getattr(handler, "lease", None) or self.options.lease)
             now = self.clock()
             until = now + timedelta(seconds=lease)
-            async with self.store.connection() as conn, conn.transaction():
+            async with self.store.connection() as conn:
                 records = await conn.fetch(_CLAIM, kind, now, free, until)
-                if len(records) < free and await take(conn, kind, max(free, self.options.batch)):
+                if len(records) < free and await take(conn, kind, max(free, self.options.batch),
+                                                      wait_for_disk=False):
                     records += await conn.fetch(_CLAIM, kind, now, free - len(records), until)
             for record in records:
                 row = OutboxRow(record["id"], record["kind"], record["dedupe_key"], record["payload"],

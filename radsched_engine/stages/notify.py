@@ -1,9 +1,9 @@
 """The ``notify`` stage: queue the patient's text about a booked, moved or cancelled appointment.
 
 Nothing is sent here. Inside the persist transaction the stage queues one ``sms`` outbox row per
-appointment event it is configured for (``outbox.defer``: the unit of work writes it just before
-the commit); the outbox worker sends it after commit (so a text is never lost, never holds up
-the ACK, and a rolled-back message never texts anyone).
+appointment event it is configured for (``outbox.defer``: the unit of work writes it to the
+outbox's intake just before the commit); the outbox worker sends it after commit (so a text is
+never lost, never holds up the ACK, and a rolled-back message never texts anyone).
 
 Decided at enqueue time, stored in the row's payload: the text's facts (``notify.compose``: the
 PID-13 repetitions, PID-14 too when ``use_business_phone``, the ``region``, the event's template,

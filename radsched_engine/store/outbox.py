@@ -33,7 +33,10 @@ from . import deferred
 _ENQUEUE = ("INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id) "
             "VALUES ($1, $2, $3::jsonb, coalesce($4, now()), $5) ON CONFLICT (dedupe_key) DO NOTHING")
 # Migration 0402: the oldest rows of a kind from the intake into the outbox, in order.
-TAKE = "SELECT radsched_outbox_take($1, $2)"
+_TAKE = "SELECT radsched_outbox_take($1, $2)"
+# The same as one transaction whose commit does not wait for the disk (set_config(..., true)
+# lasts until that commit): lost in a crash, the move is undone, the rows still in the intake.
+_TAKE_ASYNC = _TAKE + " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
 
 
 async def enqueue(conn: asyncpg.Connection, kind: str, dedupe_key: str, payload: dict[str, Any], *,
@@ -47,14 +50,16 @@ async def enqueue(conn: asyncpg.Connection, kind: str, dedupe_key: str, payload:
     return status.endswith(" 1")
 
 
-async def take(conn: asyncpg.Connection, kind: str, limit: int) -> int:
+async def take(conn: asyncpg.Connection, kind: str, limit: int, *, wait_for_disk: bool = True) -> int:
     """Move up to ``limit`` of the oldest intake rows of ``kind`` into the outbox (``pending``,
     due at their ``not_before`` or when they were queued); returns how many left the intake.
 
     0 also when another worker is moving rows of that kind at this moment (one at a time keeps
-    the outbox ids in intake order).
+    the outbox ids in intake order). ``wait_for_disk=False`` (outside a transaction block
+    only): the move commits without waiting for the disk; the outbox worker's next claim, which
+    does wait, makes it durable.
     """
-    return await conn.fetchval(TAKE, kind, limit)
+    return await conn.fetchval(_TAKE if wait_for_disk else _TAKE_ASYNC, kind, limit)
 
 
 def defer(exchange: Any, kind: str, dedupe_key: str, payload: dict[str, Any], *,

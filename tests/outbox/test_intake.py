@@ -112,3 +112,15 @@ async def test_gauges_count_rows_still_in_the_intake(store: Store, db_url: str) 
     assert REGISTRY.get_sample_value("radsched_outbox_depth", {"kind": "intake_kind"}) == 2
     assert REGISTRY.get_sample_value("radsched_outbox_oldest_pending_seconds",
                                      {"kind": "intake_kind"}) >= 299
+
+
+async def test_the_workers_move_does_not_wait_for_the_disk_and_leaves_no_setting_behind(
+        db_url: str) -> None:
+    await queue(db_url, item("test", "a1", 1))
+    conn = await asyncpg.connect(db_url)
+    try:
+        assert await take(conn, "test", 10, wait_for_disk=False) == 1
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await conn.close()
+    assert [r["dedupe_key"] for r in await rows(db_url)] == ["a1"]
