@@ -399,7 +399,7 @@ def main() -> None:
            "Twilio (`tests/fakes/fake_twilio.py`, its threads under SCHED_IDLE on core 1: it stands for "
            "a service on other machines) at the engine's SMS rate "
            f"(`RADSCHED_SMS_RATE`={args.sms_rate or 'default 10'}/s; texts beyond it wait in the "
-           "outbox, as they would at Twilio beyond a sender's throughput)."),
+           "outbox's intake, as they would at Twilio beyond a sender's throughput)."),
         "",
         harness.table(rows, [("notify", "notify"), ("connections", "connections"),
                              *([("turns", "turns")] if alt else []), ("msgs_per_s", "msgs/s"),
