@@ -124,3 +124,26 @@ async def test_the_workers_move_does_not_wait_for_the_disk_and_leaves_no_setting
     finally:
         await conn.close()
     assert [r["dedupe_key"] for r in await rows(db_url)] == ["a1"]
+
+
+async def test_a_move_reads_only_the_rows_it_takes_whatever_the_backlog(db_url: str) -> None:
+    """The move finds its rows through the (kind, id) index and deletes them by tuple id: no
+    scan of the intake (a join on id was planned for a generic LIMIT and read every waiting row)."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute("""
+            INSERT INTO outbox_intake (kind, dedupe_key, payload)
+            SELECT CASE WHEN g % 10 = 0 THEN 'other' ELSE 'test' END, 'bulk' || g, '{}'
+            FROM generate_series(1, 5000) AS g""")
+        await conn.execute("ANALYZE outbox_intake")
+        async with conn.transaction():
+            assert await take(conn, "test", 50) == 50
+            scans = await conn.fetchrow(
+                "SELECT seq_scan, idx_tup_fetch, n_tup_del FROM pg_stat_xact_user_tables "
+                "WHERE relname = 'outbox_intake'")
+        assert scans["seq_scan"] == 0 and scans["n_tup_del"] == 50
+        assert scans["idx_tup_fetch"] <= 100
+        moved = await conn.fetch("SELECT dedupe_key FROM outbox ORDER BY id")
+        assert [r["dedupe_key"] for r in moved] == [f"bulk{g}" for g in range(1, 56) if g % 10][:50]
+    finally:
+        await conn.close()

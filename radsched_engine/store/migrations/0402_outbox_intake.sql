@@ -48,7 +48,8 @@ $$;
 -- lock; a worker that does not get it moves nothing and claims what is there): two engines
 -- moving at once would interleave their ids.
 CREATE FUNCTION radsched_outbox_take(p_kind text, p_limit integer) RETURNS integer
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off
+SET enable_sort = off AS $$
 DECLARE
     v_count integer;
 BEGIN
@@ -56,9 +57,11 @@ BEGIN
         RETURN 0;
     END IF;
     WITH taken AS (
+        -- The rows by their tuple ids: a join on id would be planned for LIMIT's generic guess
+        -- and read every waiting row of the kind (~10 ms at 100,000).
         DELETE FROM outbox_intake AS i
-         WHERE i.id IN (SELECT q.id FROM outbox_intake AS q WHERE q.kind = p_kind
-                         ORDER BY q.id LIMIT p_limit)
+         WHERE i.ctid = ANY (ARRAY(SELECT q.ctid FROM outbox_intake AS q WHERE q.kind = p_kind
+                                   ORDER BY q.id LIMIT p_limit))
         RETURNING i.*
     ), moved AS (
         INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id,
