@@ -144,14 +144,9 @@ class LoadConnection(asyncio.Protocol):
 
 async def run(host: str, port: int, connections: int, duration: float, warmup: float,
               template: Template, latencies: Path | None = None) -> dict:
-    loop = asyncio.get_running_loop()
     stats, stop = Stats(), asyncio.Event()
-    dones = []
-    for i in range(connections):
-        fut = loop.create_future()
-        dones.append(fut)
-        await loop.create_connection(lambda i=i, f=fut: LoadConnection(i, template, stats, stop, f),
-                                     host, port)
+    dones: list[asyncio.Future] = []
+    await _connect(host, port, connections, template, stats, stop, dones)
     await asyncio.sleep(warmup)
     stats.recording = True
     started, cpu = time.perf_counter(), time.process_time()
@@ -164,6 +159,22 @@ async def run(host: str, port: int, connections: int, duration: float, warmup: f
     if latencies is not None:
         latencies.write_text(json.dumps(lat))
     return {"connections": connections, **summary(lat, elapsed, stats, cpu)}
+
+
+async def _connect(host: str, port: int, connections: int, template: Template, stats: Stats,
+                   stop: asyncio.Event, dones: list[asyncio.Future],
+                   side: Side | None = None) -> list[LoadConnection]:
+    """Open ``connections`` load connections (each starts sending at once); their futures, done
+    when they close, are added to ``dones``."""
+    loop = asyncio.get_running_loop()
+    conns = []
+    for i in range(connections):
+        fut = loop.create_future()
+        dones.append(fut)
+        _, conn = await loop.create_connection(
+            lambda i=i, f=fut: LoadConnection(i, template, stats, stop, f, side), host, port)
+        conns.append(conn)
+    return conns
 
 
 def percentile(lat: list[int], p: float) -> float:
@@ -188,17 +199,11 @@ async def alternate(host: str, ports: tuple[int, int], connections: int, pairs: 
     """Both servers loaded in turn, ``slice_s`` seconds each (pairs in the order a-b, b-a, ...),
     the first ``lead`` seconds of a slice unrecorded; before a side's slice the other side's
     ``pause`` processes are stopped (SIGSTOP) and its own let go (SIGCONT)."""
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    dones = []
+    dones: list[asyncio.Future] = []
     for side, port in zip(sides, ports, strict=True):
-        for i in range(connections):
-            fut = loop.create_future()
-            dones.append(fut)
-            _, conn = await loop.create_connection(
-                lambda i=i, f=fut, side=side: LoadConnection(i, side.template, side.stats, stop, f, side),
-                host, port)
-            side.conns.append(conn)
+        side.conns = await _connect(host, port, connections, side.template, side.stats, stop, dones,
+                                    side)
     try:
         for k in range(pairs):
             for side in (sides if k % 2 == 0 else sides[::-1]):

@@ -122,10 +122,15 @@ def pin_tree(proc: psutil.Process | None, core: int) -> None:
             pass
 
 
-def answered(metrics_port: int) -> float:
+def scrape(metrics_port: int) -> str:
+    """The engine's ``/metrics`` text."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(float(v) for v in _SAMPLE.findall(text))
+        return resp.read().decode()
+
+
+def answered(metrics_port: int, text: str | None = None) -> float:
+    """Messages the engine has answered (from ``text`` when given, else a scrape)."""
+    return sum(float(v) for v in _SAMPLE.findall(scrape(metrics_port) if text is None else text))
 
 
 async def commits(url: str) -> int:

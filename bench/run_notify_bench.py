@@ -47,7 +47,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -144,8 +143,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                                  "url": url, "db": name}
             warm = _turns(engines, work, f"w{n}", n, 2, 0.5)      # first contact, not measured
             assert warm.returncode == 0, warm.stderr[-2000:]
-            before = _answered_cpu(engines)
-            timed0 = {m: _timings(e["mport"]) for m, e in engines.items()}
+            before = _reading(engines)
             # PostgreSQL CPU by database: backends are sampled every second, since the engine's
             # pool replaces a connection after 50,000 queries (a backend that ends takes its CPU
             # time into the postmaster's reaped-children total, attributed to no database).
@@ -163,8 +161,8 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
             pg1 = harness.pg_per_process(pg)
             seen.update(pg1)
-            after = _answered_cpu(engines)
-            timed = {m: _timings(e["mport"], timed0[m]) for m, e in engines.items()}
+            after = _reading(engines)
+            timed = {m: _means(after[m][2], before[m][2]) for m in engines}
             counts = asyncio.run(_sql(engines["on"]["url"], _WAITING))
         result = json.loads(done.stdout.strip().splitlines()[-1])
         slices = json.loads((work / f"lat-a{n}.json").read_text())
@@ -197,12 +195,12 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             step = 1 if p == 0.5 else max(1, args.pairs // 4)
             groups = [tuple([x for turn in slices[side][k:k + step] for x in turn] for side in "ab")
                       for k in range(0, args.pairs - step + 1, step)]
-            diffs = sorted(100 * (pct(b, p) - pct(a, p)) / pct(a, p) for a, b in groups if a and b)
+            changes = [100 * (pct(b, p) - pct(a, p)) / pct(a, p) for a, b in groups if a and b]
+            diffs = sorted(changes)
             spread = (f"turn by turn median {_middle(diffs):+.1f} % (middle half "
                       f"{diffs[len(diffs) // 4]:+.1f} to {diffs[(3 * len(diffs)) // 4]:+.1f} %)"
                       if step == 1 else
-                      "by quarter of the run " + ", ".join(
-                          f"{100 * (pct(b, p) - pct(a, p)) / pct(a, p):+.1f} %" for a, b in groups))
+                      "by quarter of the run " + ", ".join(f"{c:+.1f} %" for c in changes))
             lines.append(
                 f"- {n} connection(s), {label} over all {args.pairs} turns of each: notify on is "
                 f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off (target: within 10 %); {spread}")
@@ -219,30 +217,36 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
     return rows, lines
 
 
-def _timings(mport: int, since: dict[str, tuple[float, float]] | None = None) -> dict:
-    """The engine's stage, transaction and ACK histograms: (sum, count) per name, or, ``since``
-    an earlier reading, the mean in µs per name over the time between."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as resp:
-        families = text_string_to_metric_families(resp.read().decode())
+def _reading(engines: dict[str, dict]) -> dict[str, tuple[float, float, dict]]:
+    """Per engine, from one scrape of its /metrics: messages answered so far, CPU seconds of it
+    and its worker, and its stage, transaction and ACK histograms (``_timings``)."""
+    out = {}
+    for mode, engine in engines.items():
+        text = durable.scrape(engine["mport"])
+        out[mode] = (durable.answered(engine["mport"], text), durable.tree_cpu(engine["proc"]),
+                     _timings(text))
+    return out
+
+
+def _timings(text: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) per stage, per store operation and for the ACK, from /metrics ``text``."""
     got: dict[str, list[float]] = {}
-    for family in families:
+    for family in text_string_to_metric_families(text):
+        name_of = {"radsched_stage_duration_seconds": "stage",
+                   "radsched_store_duration_seconds": "operation"}.get(family.name)
+        if name_of is None and family.name != "radsched_ack_latency_seconds":
+            continue
         for sample in family.samples:
-            labels = sample.labels
-            name = {"radsched_stage_duration_seconds": labels.get("stage"),
-                    "radsched_store_duration_seconds": labels.get("operation"),
-                    "radsched_ack_latency_seconds": "ack"}.get(family.name)
-            if name and sample.name.endswith(("_sum", "_count")):
-                pair = got.setdefault(name, [0.0, 0.0])
+            if sample.name.endswith(("_sum", "_count")):
+                pair = got.setdefault(sample.labels.get(name_of) if name_of else "ack", [0.0, 0.0])
                 pair[sample.name.endswith("_count")] += sample.value
-    if since is None:
-        return {k: (v[0], v[1]) for k, v in got.items()}
+    return {k: (v[0], v[1]) for k, v in got.items()}
+
+
+def _means(now: dict[str, tuple[float, float]], since: dict[str, tuple[float, float]]) -> dict:
+    """Mean µs per name between two ``_timings`` readings."""
     return {k: 1e6 * (v[0] - since.get(k, (0.0, 0.0))[0]) / max(1.0, v[1] - since.get(k, (0.0, 0.0))[1])
-            for k, v in got.items()}
-
-
-def _answered_cpu(engines: dict[str, dict]) -> dict[str, tuple[float, float]]:
-    """Per engine: messages answered so far (its /metrics) and CPU seconds of it and its worker."""
-    return {m: (durable.answered(e["mport"]), durable.tree_cpu(e["proc"])) for m, e in engines.items()}
+            for k, v in now.items()}
 
 
 def _sample(admin: str, pg: psutil.Process, dbs: dict[int, str], seen: dict[int, float],

@@ -49,7 +49,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from . import metrics
-from .store.outbox import take
+from .store.outbox import ASYNC_COMMIT, take
 
 log = structlog.get_logger("radsched.outbox")
 
@@ -148,9 +148,8 @@ UPDATE outbox SET status = $3, attempts = attempts + $4, next_attempt_at = $5, l
 {}WHERE id = $1 AND status = 'sending' AND locked_until = $2
 """
 # For handlers with ``async_record``: the statement's own transaction commits without waiting
-# for its WAL to reach the disk (set_config(..., true) lasts until that commit).
-_RECORD_ASYNC = _RECORD.format(
-    "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit\n")
+# for its WAL to reach the disk.
+_RECORD_ASYNC = _RECORD.format(ASYNC_COMMIT + "\n")
 _RECORD = _RECORD.format("")
 
 _GAUGES = f"""

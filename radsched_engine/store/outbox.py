@@ -32,11 +32,13 @@ from . import deferred
 
 _ENQUEUE = ("INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, appointment_id) "
             "VALUES ($1, $2, $3::jsonb, coalesce($4, now()), $5) ON CONFLICT (dedupe_key) DO NOTHING")
-# Migration 0402: the oldest rows of a kind from the intake into the outbox, in order.
+# Added to an autocommit statement: its transaction commits without waiting for its WAL to reach
+# the disk (set_config(..., true) lasts until that commit).
+ASYNC_COMMIT = "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+# Migration 0402: the oldest rows of a kind from the intake into the outbox, in order; the async
+# form, lost in a crash, is undone, the rows still in the intake.
 _TAKE = "SELECT radsched_outbox_take($1, $2)"
-# The same as one transaction whose commit does not wait for the disk (set_config(..., true)
-# lasts until that commit): lost in a crash, the move is undone, the rows still in the intake.
-_TAKE_ASYNC = _TAKE + " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+_TAKE_ASYNC = f"{_TAKE} {ASYNC_COMMIT}"
 
 
 async def enqueue(conn: asyncpg.Connection, kind: str, dedupe_key: str, payload: dict[str, Any], *,
