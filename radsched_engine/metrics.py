@@ -193,7 +193,8 @@ AI_ANALYSES = Counter(
 # Outbox / notify -----------------------------------------------------------------------------
 OUTBOX_DEPTH = Gauge(
     "radsched_outbox_depth",
-    "Outbox rows waiting (in the intake, pending, retrying or in flight), by kind.", ["kind"])
+    "Outbox rows waiting (in the intake, pending, retrying or in flight), by kind; beyond "
+    "10,000 in the intake, its share is estimated from the rows' ids.", ["kind"])
 OUTBOX_OLDEST_SECONDS = Gauge(
     "radsched_outbox_oldest_pending_seconds", "Age of the oldest pending outbox row, by kind.",
     ["kind"])
