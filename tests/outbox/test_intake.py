@@ -204,3 +204,22 @@ async def test_the_gauges_read_a_bounded_part_of_a_large_intake(store: Store, db
         assert 0 < after["idx"] - before["idx"] <= INTAKE_EXACT + 10
     finally:
         await conn.close()
+
+
+async def test_autovacuum_leaves_the_intakes_growth_alone_and_analyze_skips_payloads(
+        db_url: str) -> None:
+    """Migration 0404: no statistics are gathered for the intake by autovacuum (its queries have
+    fixed plans), no vacuum for inserts alone; an explicit ANALYZE reads no payload."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        options = await conn.fetchval(
+            "SELECT reloptions FROM pg_class WHERE oid = 'outbox_intake'::regclass")
+        assert set(options) == {"autovacuum_analyze_scale_factor=100",
+                                "autovacuum_vacuum_insert_threshold=-1"}
+        await bulk(conn, 200)
+        await conn.execute("ANALYZE outbox_intake")
+        columns = {r["attname"] for r in await conn.fetch(
+            "SELECT attname FROM pg_stats WHERE tablename = 'outbox_intake'")}
+        assert "kind" in columns and "payload" not in columns
+    finally:
+        await conn.close()
