@@ -103,7 +103,11 @@ def _workers(engine: psutil.Process) -> list[int]:
 
 
 SMS_RATE = 10.0      # RADSCHED_SMS_RATE's default (services._sms_numbers)
-_DB_SQL = "SELECT pid, datname FROM pg_stat_activity WHERE datname IS NOT NULL"
+_DB_SQL = ("SELECT pid, datname, coalesce(nullif(application_name, ''), backend_type) AS who "
+           "FROM pg_stat_activity WHERE datname IS NOT NULL")
+_AUTOVACUUM = ("SELECT relname, autovacuum_count AS v, autoanalyze_count AS a FROM pg_stat_user_tables "
+               "WHERE autovacuum_count + autoanalyze_count > 0 ORDER BY relname")
+_CHECKPOINTS = "SELECT checkpoints_timed + checkpoints_req AS n FROM pg_stat_bgwriter"
 
 
 def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil.Process,
@@ -147,8 +151,9 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             # PostgreSQL CPU by database: backends are sampled every second, since the engine's
             # pool replaces a connection after 50,000 queries (a backend that ends takes its CPU
             # time into the postmaster's reaped-children total, attributed to no database).
-            dbs: dict[int, str] = {}
+            dbs: dict[int, tuple[str, str]] = {}
             pg0 = harness.pg_per_process(pg)
+            checkpoints = asyncio.run(_sql(admin, _CHECKPOINTS))[0]["n"]
             seen, stop = dict(pg0), threading.Event()
             sampler = threading.Thread(target=_sample, args=(admin, pg, dbs, seen, stop), daemon=True)
             sampler.start()
@@ -161,16 +166,22 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
             pg1 = harness.pg_per_process(pg)
             seen.update(pg1)
+            checkpoints = asyncio.run(_sql(admin, _CHECKPOINTS))[0]["n"] - checkpoints
             after = _reading(engines)
             timed = {m: _means(after[m][2], before[m][2]) for m in engines}
             counts = asyncio.run(_sql(engines["on"]["url"], _WAITING))
+            vacuums = {m: asyncio.run(_sql(engines[m]["url"], _AUTOVACUUM)) for m in engines}
         result = json.loads(done.stdout.strip().splitlines()[-1])
         slices = json.loads((work / f"lat-a{n}.json").read_text())
         by_db: dict[str, float] = {}
+        by_client: dict[str, dict[str, float]] = {}
         ended = sum(cpu for pid, cpu in seen.items() if pid and pid not in pg1)
         for pid, cpu in seen.items():     # pid 0: the postmaster and reaped children, less the
-            key = dbs.get(pid, "shared")  # ended backends counted by database already
-            by_db[key] = by_db.get(key, 0.0) + cpu - pg0.get(pid, 0.0) - (ended if pid == 0 else 0.0)
+            key, who = dbs.get(pid, ("shared", ""))  # ended backends counted by database already
+            spent = cpu - pg0.get(pid, 0.0) - (ended if pid == 0 else 0.0)
+            by_db[key] = by_db.get(key, 0.0) + spent
+            clients = by_client.setdefault(key, {})
+            clients[who] = clients.get(who, 0.0) + spent
         answered = {m: max(1.0, after[m][0] - before[m][0]) for m in engines}
         shared_us = round(1e6 * by_db.get("shared", 0.0) / sum(answered.values()))
         summary: dict[str, dict] = {}
@@ -209,7 +220,17 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             f"{off['engine_us']} → {on['engine_us']} µs, its PostgreSQL backends {off['pg_us']} → "
             f"{on['pg_us']} µs (off → on), PostgreSQL's background processes {shared_us} µs per "
             f"message of either; load generator "
-            f"{off['loadgen_us']} → {on['loadgen_us']} µs (the control)")
+            f"{off['loadgen_us']} → {on['loadgen_us']} µs (the control); PostgreSQL checkpoints "
+            f"during the turns: {checkpoints}")
+        lines.append(
+            f"- {n} connection(s), PostgreSQL CPU per message by client, off | on: " + " | ".join(
+                ", ".join(f"{who} {1e6 * cpu / answered[mode]:.0f} µs"
+                          for who, cpu in sorted(by_client.get(engines[mode]["db"], {}).items()))
+                for mode in ("off", "on")))
+        lines.append(
+            f"- {n} connection(s), autovacuum runs by table (vacuum/analyze), off | on: " + " | ".join(
+                ", ".join(f"{r['relname']} {r['v']}/{r['a']}" for r in vacuums[mode])
+                for mode in ("off", "on")))
         lines.append(
             f"- {n} connection(s), mean time per message inside the engine (its own histograms), "
             "off → on: " + ", ".join(f"{name} {timed['off'].get(name, 0):.0f} → {timed['on'][name]:.0f} µs"
@@ -249,11 +270,11 @@ def _means(now: dict[str, tuple[float, float]], since: dict[str, tuple[float, fl
             for k, v in now.items()}
 
 
-def _sample(admin: str, pg: psutil.Process, dbs: dict[int, str], seen: dict[int, float],
+def _sample(admin: str, pg: psutil.Process, dbs: dict[int, tuple[str, str]], seen: dict[int, float],
             stop: threading.Event) -> None:
     """Every second until ``stop``: each backend's database and CPU seconds so far."""
     while True:
-        dbs.update({r["pid"]: r["datname"] for r in asyncio.run(_sql(admin, _DB_SQL))})
+        dbs.update({r["pid"]: (r["datname"], r["who"]) for r in asyncio.run(_sql(admin, _DB_SQL))})
         seen.update(harness.pg_per_process(pg))
         if stop.wait(1.0):
             return
