@@ -1,8 +1,11 @@
-"""Closed-loop MLLP load generator: N connections, one message in flight each, every ACK checked.
+"""MLLP load generator: N connections, one message in flight each, every ACK checked.
 
 Each connection sends a message, waits for its reply, checks that MSA-2 equals the MSH-10 it
-sent (and records MSA-1), then sends the next. Prints one JSON object with throughput and
-latency percentiles. Messages come from a template file with placeholders:
+sent (and records MSA-1), then sends the next: at once (closed loop, the default), or with
+``--rate R`` at its next scheduled time, the connections together sending R messages a second
+(each every N/R s, staggered), the latency then counted from the scheduled time (a reply later
+than the next schedule delays that send, and the delay counts in its latency). Prints one JSON
+object with throughput and latency percentiles. Messages come from a template file with placeholders:
 ``{cid}`` a unique control id, ``{n}`` a global sequence number, ``{start}`` an HL7 timestamp
 derived from ``{n}`` (distinct slots), ``{room}`` one of 40 rooms. ``--latencies FILE`` also
 writes every recorded latency (ns, JSON list), for a caller that pools several runs.
@@ -90,9 +93,11 @@ class Side:
 
 class LoadConnection(asyncio.Protocol):
     def __init__(self, idx: int, template: Template, stats: Stats, stop: asyncio.Event,
-                 done: asyncio.Future, side: Side | None = None) -> None:
+                 done: asyncio.Future, side: Side | None = None, pace: tuple[int, int] = (0, 0)) -> None:
         self.idx, self.template, self.stats, self.stop, self.done = idx, template, stats, stop, done
         self.side = side
+        self.every, self.offset = pace      # ns between this connection's sends, its stagger (0: closed loop)
+        self.due = 0                        # the next send's scheduled time (ns; 0: from now)
         self.decoder = FrameDecoder(16 * 1024 * 1024)
         self.seq = 0
         self.expected = b""
@@ -109,13 +114,34 @@ class LoadConnection(asyncio.Protocol):
             self.transport.close()
             return
         if self.side is not None and not self.side.active:
+            self.due = 0
             self.side.idle.append(self)
             return
         self.waiting = True
+        if self.every:
+            now = time.perf_counter_ns()
+            if not self.due:
+                self.due = now + self.offset
+            if self.due > now:
+                asyncio.get_running_loop().call_later((self.due - now) / 1e9, self.send_due)
+                return
+        self._send()
+
+    def send_due(self) -> None:
+        """A paced connection's scheduled send (its server may have lost its turn meanwhile)."""
+        if self.stop.is_set() or (self.side is not None and not self.side.active):
+            self.send_next()
+        else:
+            self._send()
+
+    def _send(self) -> None:
         self.seq += 1
         self.stats.counter += 1
         payload, self.expected = self.template.render(self.idx, self.seq, self.stats.counter)
-        self.sent_at = time.perf_counter_ns()
+        if self.every:
+            self.sent_at, self.due = self.due, self.due + self.every
+        else:
+            self.sent_at = time.perf_counter_ns()
         self.transport.write(encode(payload))
 
     def data_received(self, data: bytes) -> None:
@@ -143,10 +169,10 @@ class LoadConnection(asyncio.Protocol):
 
 
 async def run(host: str, port: int, connections: int, duration: float, warmup: float,
-              template: Template, latencies: Path | None = None) -> dict:
+              template: Template, latencies: Path | None = None, rate: float = 0.0) -> dict:
     stats, stop = Stats(), asyncio.Event()
     dones: list[asyncio.Future] = []
-    await _connect(host, port, connections, template, stats, stop, dones)
+    await _connect(host, port, connections, template, stats, stop, dones, rate=rate)
     await asyncio.sleep(warmup)
     stats.recording = True
     started, cpu = time.perf_counter(), time.process_time()
@@ -163,16 +189,19 @@ async def run(host: str, port: int, connections: int, duration: float, warmup: f
 
 async def _connect(host: str, port: int, connections: int, template: Template, stats: Stats,
                    stop: asyncio.Event, dones: list[asyncio.Future],
-                   side: Side | None = None) -> list[LoadConnection]:
-    """Open ``connections`` load connections (each starts sending at once); their futures, done
-    when they close, are added to ``dones``."""
+                   side: Side | None = None, rate: float = 0.0) -> list[LoadConnection]:
+    """Open ``connections`` load connections (each starts sending at once; with ``rate``, all
+    together that many messages a second, staggered); their futures, done when they close, are
+    added to ``dones``."""
     loop = asyncio.get_running_loop()
+    every = round(connections / rate * 1e9) if rate else 0
     conns = []
     for i in range(connections):
         fut = loop.create_future()
         dones.append(fut)
+        pace = (every, every * i // connections)
         _, conn = await loop.create_connection(
-            lambda i=i, f=fut: LoadConnection(i, template, stats, stop, f, side), host, port)
+            lambda i=i, f=fut, p=pace: LoadConnection(i, template, stats, stop, f, side, p), host, port)
         conns.append(conn)
     return conns
 
@@ -195,7 +224,7 @@ def summary(lat: list[int], seconds: float, stats: Stats, cpu: float) -> dict:
 
 
 async def alternate(host: str, ports: tuple[int, int], connections: int, pairs: int, slice_s: float,
-                    lead: float, sides: tuple[Side, Side]) -> dict:
+                    lead: float, sides: tuple[Side, Side], rate: float = 0.0) -> dict:
     """Both servers loaded in turn, ``slice_s`` seconds each (pairs in the order a-b, b-a, ...),
     the first ``lead`` seconds of a slice unrecorded; before a side's slice the other side's
     ``pause`` processes are stopped (SIGSTOP) and its own let go (SIGCONT)."""
@@ -203,7 +232,7 @@ async def alternate(host: str, ports: tuple[int, int], connections: int, pairs: 
     dones: list[asyncio.Future] = []
     for side, port in zip(sides, ports, strict=True):
         side.conns = await _connect(host, port, connections, side.template, side.stats, stop, dones,
-                                    side)
+                                    side, rate)
     try:
         for k in range(pairs):
             for side in (sides if k % 2 == 0 else sides[::-1]):
@@ -255,6 +284,8 @@ def main() -> None:
     ap.add_argument("--template", default=str(Path(__file__).parent / "messages" / "siu_s12.hl7"))
     ap.add_argument("--run-id", default=f"L{os.getpid()}")
     ap.add_argument("--latencies", type=Path, help="write every recorded latency (ns) here, JSON")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="messages a second of all connections together, paced (0: closed loop)")
     ap.add_argument("--alternate", type=int, metavar="PORT",
                     help="a second server: load the two in turn (--slice, --pairs); --template "
                          "and --run-id then take two values, comma-separated")
@@ -280,14 +311,15 @@ def main() -> None:
         sides = tuple(Side(name, Template(Path(t).read_text(), r), pause)
                       for name, t, r, pause in zip(("a", "b"), templates, run_ids, pauses, strict=True))
         result = asyncio.run(alternate(args.host, (args.port, args.alternate), args.connections,
-                                       args.pairs, args.slice, args.lead, sides))  # type: ignore[arg-type]
+                                       args.pairs, args.slice, args.lead, sides,  # type: ignore[arg-type]
+                                       args.rate))
         if args.latencies is not None:
             args.latencies.write_text(json.dumps({s.name: s.slices for s in sides}))
         print(json.dumps(result))
         return
     template = Template(Path(args.template).read_text(), args.run_id)
     result = asyncio.run(run(args.host, args.port, args.connections, args.duration, args.warmup, template,
-                                 args.latencies))
+                                 args.latencies, args.rate))
     print(json.dumps(result))
 
 

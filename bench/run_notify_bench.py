@@ -158,7 +158,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             sampler = threading.Thread(target=_sample, args=(admin, pg, dbs, seen, stop), daemon=True)
             sampler.start()
             try:
-                done = _turns(engines, work, f"a{n}", n, args.pairs, args.slice)
+                done = _turns(engines, work, f"a{n}", n, args.pairs, args.slice, args.rate)
             finally:
                 stop.set()
                 sampler.join()
@@ -281,16 +281,18 @@ def _sample(admin: str, pg: psutil.Process, dbs: dict[int, tuple[str, str]], see
 
 
 def _turns(engines: dict[str, dict], work: Path, tag: str, connections: int, pairs: int,
-           slice_s: float) -> subprocess.CompletedProcess:
+           slice_s: float, rate: float = 0.0) -> subprocess.CompletedProcess:
     """One load generator loading the off and on engines in turn (``loadgen.py --alternate``),
-    each engine's worker stopped while the other has its turn."""
+    each engine's worker stopped while the other has its turn; ``rate``: paced, that many
+    messages a second during a turn (0: closed loop)."""
     off, on = engines["off"], engines["on"]
     pause = ",".join(map(str, _workers(off["proc"]))) + ":" + ",".join(map(str, _workers(on["proc"])))
     cmd = [*harness.pin(1), sys.executable, "-m", "bench.loadgen", "--port", str(off["port"]),
            "--alternate", str(on["port"]), "--connections", str(connections), "--pairs", str(pairs),
            "--slice", str(slice_s), "--pause", pause,
            "--template", f"{durable.template(work, tag + 'f')},{durable.template(work, tag + 'n')}",
-           "--run-id", f"{tag}f,{tag}n", "--latencies", str(work / f"lat-{tag}.json")]
+           "--run-id", f"{tag}f,{tag}n", "--latencies", str(work / f"lat-{tag}.json"),
+           "--rate", str(rate)]
     return subprocess.run(cmd, cwd=harness.ROOT, capture_output=True, text=True,
                           timeout=2 * pairs * slice_s + 120)
 
@@ -312,6 +314,10 @@ def main() -> None:
                          "--slice seconds; runs: one engine per run, --rounds runs of each")
     ap.add_argument("--pairs", type=int, default=60, help="alternate: turns of each engine")
     ap.add_argument("--slice", type=float, default=0.5, help="alternate: seconds per turn")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="alternate: a fixed load, messages a second during a turn, paced (latency "
+                         "from each message's scheduled time); 0, the default: closed loop, "
+                         "each connection sending its next message on its reply")
     ap.add_argument("--same", action="store_true",
                     help="alternate: the control of the method itself, both engines without notify "
                          "(the 'on' figures then show the method's own bias and spread)")
@@ -389,10 +395,14 @@ def main() -> None:
                      f"{off['loadgen_us']:.0f} → {on['loadgen_us']:.0f} µs (the control: the same "
                      f"work in both modes, higher means a slower machine)")
     alt = args.method == "alternate"
-    opts = (f" --pairs {args.pairs} --slice {args.slice:g}" if alt else
+    opts = (f" --pairs {args.pairs} --slice {args.slice:g}{f' --rate {args.rate:g}' if args.rate else ''}"
+            if alt else
             f" --method runs --duration {args.duration:g} --rounds {args.rounds}")
     how = (f"both engines (off and on) up at once on databases of their own, one load generator "
-           f"loading them in turn, {args.slice:g} s each ({args.pairs} turns of each, in the order "
+           f"loading them in turn, {args.slice:g} s each"
+           + (f" at a fixed {args.rate:g} messages a second, paced, latency counted from each "
+              "message's scheduled time" if args.rate else "")
+           + f" ({args.pairs} turns of each, in the order "
            "off-on, on-off, ...; the first 0.05 s of a turn unrecorded), so the machine's drift falls "
            "on both alike; the engine not under load has its outbox worker process stopped (SIGSTOP), "
            "so the off turns carry none of the on engine's sending, and the on engine's worker, "
