@@ -321,6 +321,9 @@ def main() -> None:
     ap.add_argument("--same", action="store_true",
                     help="alternate: the control of the method itself, both engines without notify "
                          "(the 'on' figures then show the method's own bias and spread)")
+    ap.add_argument("--no-autovacuum", action="store_true",
+                    help="the bench's PostgreSQL without autovacuum: its rounds on the main tables "
+                         "fall on one engine's turns or the other's by timing")
     ap.add_argument("--rounds", type=int, default=2,
                     help="runs: runs per mode and connection count, interleaved off-on-on-off")
     args = ap.parse_args()
@@ -328,6 +331,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="radsched-notify-bench-"))
     pg, admin = harness.start_postgres(work / "pg-data", core=1)
     postmaster = _postmaster(work / "pg-data" / "pg")
+    if args.no_autovacuum:
+        asyncio.run(_sql(admin, "ALTER SYSTEM SET autovacuum = off"))
+        asyncio.run(_sql(admin, "SELECT pg_reload_conf()"))
     twilio = None
     if not args.dry_run:
         from tests.fakes.fake_twilio import FakeTwilio
@@ -421,6 +427,7 @@ def main() -> None:
         f"Measured {harness.stamp()} on {harness.machine()}.",
         f"Command: `python bench/run_notify_bench.py{opts}"
         f"{' --dry-run' if args.dry_run else ''}{f' --sms-rate {args.sms_rate}' if args.sms_rate else ''}"
+        f"{' --no-autovacuum' if args.no_autovacuum else ''}"
         f" --channel {args.channel}`"
         + (" — `channels/default.yaml` as shipped (parse, validate, conflict_check, persist, notify), "
            "off = the same file without notify, against a " if args.channel == "shipped" else
