@@ -4,10 +4,9 @@
 -- While bookings arrive faster than texts go out, the intake grows, and autovacuum worked on
 -- it for the growth itself: an analyze after every 10 % of growth (each sampling up to 30,000
 -- rows, reading nearly every page of the table and every column, payloads included), and an
--- insert-triggered vacuum after every 20 % (reading the new pages to mark them all-visible).
--- In the notify bench (16 connections, the intake growing to 150,000 rows) autovacuum spent
--- 18 µs more per message on the database with notify on than without, on the core the
--- messages' transactions need. Neither is of use here:
+-- insert-triggered vacuum after every 20 % (reading the new pages to mark them all-visible),
+-- on the database whose CPU the messages' transactions need (in the notify bench the intake
+-- grows to 150,000-200,000 rows). Neither is of use here:
 -- - nothing reads the statistics: every query on the intake has a fixed plan (the move,
 --   radsched_outbox_take, and the depth, radsched_intake_depth, walk the (kind, id) index; the
 --   listing of `radsched-engine outbox` reads it in that order; the appointment-delete trigger
