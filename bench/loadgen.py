@@ -109,6 +109,8 @@ class LoadConnection(asyncio.Protocol):
         self.send_next()
 
     def send_next(self) -> None:
+        """Send the next message: at once, or when paced at its scheduled time (then it comes
+        back here, to find its server's turn perhaps over meanwhile)."""
         self.waiting = False
         if self.stop.is_set():
             self.transport.close()
@@ -118,30 +120,18 @@ class LoadConnection(asyncio.Protocol):
             self.side.idle.append(self)
             return
         self.waiting = True
+        now = time.perf_counter_ns()
         if self.every:
-            now = time.perf_counter_ns()
             if not self.due:
                 self.due = now + self.offset
             if self.due > now:
-                asyncio.get_running_loop().call_later((self.due - now) / 1e9, self.send_due)
+                asyncio.get_running_loop().call_later((self.due - now) / 1e9, self.send_next)
                 return
-        self._send()
-
-    def send_due(self) -> None:
-        """A paced connection's scheduled send (its server may have lost its turn meanwhile)."""
-        if self.stop.is_set() or (self.side is not None and not self.side.active):
-            self.send_next()
-        else:
-            self._send()
-
-    def _send(self) -> None:
+            now, self.due = self.due, self.due + self.every    # latency from the schedule
         self.seq += 1
         self.stats.counter += 1
         payload, self.expected = self.template.render(self.idx, self.seq, self.stats.counter)
-        if self.every:
-            self.sent_at, self.due = self.due, self.due + self.every
-        else:
-            self.sent_at = time.perf_counter_ns()
+        self.sent_at = now
         self.transport.write(encode(payload))
 
     def data_received(self, data: bytes) -> None:
