@@ -32,7 +32,9 @@ not ours to share). Besides latency it records the CPU time
 per message, in a window mid-run, of the engine process, of all PostgreSQL processes (and prints
 the latter by client: engine, outbox worker, background) and of the load generator, the control
 (the same work per message in both modes: when it is higher the machine was slower). The figures
-replace the ``notify`` section of BENCHMARKS.md.
+replace the ``notify`` section of BENCHMARKS.md. ``--baseline CHECKOUT`` compares code instead:
+both engines with notify, the "off" one running CHECKOUT's code (``git worktree add`` of an
+earlier commit), the same drift falling on both (printed, not written).
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 name = f"notify_alt_{mode}_{n}"
                 durable.ensure_database(admin, name, reuse=False)
                 url = durable.with_database(admin, name)
-                notify = mode == "on" and not args.same
+                # --baseline: both with notify, the "off" one on the code of another checkout.
+                notify = (mode == "on" and not args.same) or bool(args.baseline)
                 channel = (durable.shipped_channel(None if notify else "notify")
                            if args.channel == "shipped" else
                            CHANNEL.format(notify="  - notify\n" if notify else ""))
@@ -140,7 +143,11 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 rate = f"{float(args.sms_rate or SMS_RATE) / 2:g}"
                 env = {"RADSCHED_OUTBOX_POLL_SECONDS": args.poll, "RADSCHED_DATA_DIR": str(work / name),
                        "RADSCHED_SMS_RATE": rate, **twilio_env}
+                if mode == "off" and args.baseline:
+                    env["PYTHONPATH"] = str(args.baseline)
                 cmd, env, port, mport = durable.engine_command(url, work, name, env, channel)
+                if mode == "off" and args.baseline:    # -P: the checkout before this one's
+                    cmd = [cmd[0], "-P", *cmd[1:]]
                 proc = stack.enter_context(harness.server(cmd, port, env=env, log=work / f"{name}.log"))
                 harness.wait_port(mport, 30, proc)
                 engines[mode] = {"proc": psutil.Process(proc.pid), "port": port, "mport": mport,
@@ -169,7 +176,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             checkpoints = asyncio.run(_sql(admin, _CHECKPOINTS))[0]["n"] - checkpoints
             after = _reading(engines)
             timed = {m: _means(after[m][2], before[m][2]) for m in engines}
-            counts = asyncio.run(_sql(engines["on"]["url"], _WAITING))
+            counts = {m: asyncio.run(_sql(engines[m]["url"], _WAITING)) for m in engines}
             vacuums = {m: asyncio.run(_sql(engines[m]["url"], _AUTOVACUUM)) for m in engines}
         result = json.loads(done.stdout.strip().splitlines()[-1])
         slices = json.loads((work / f"lat-a{n}.json").read_text())
@@ -192,7 +199,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 "engine_us": round(1e6 * (after[mode][1] - before[mode][1]) / answered[mode]),
                 "pg_us": round(1e6 * by_db.get(engines[mode]["db"], 0.0) / answered[mode]),
                 "loadgen_us": got["cpu_us_per_msg"],
-                "texts": ", ".join(f"{c['status']} {c['n']}" for c in counts) if mode == "on" else "-"}
+                "texts": ", ".join(f"{c['status']} {c['n']}" for c in counts[mode]) or "-"}
             rows.append(row)
         off, on = summary["off"], summary["on"]
 
@@ -321,12 +328,21 @@ def main() -> None:
     ap.add_argument("--same", action="store_true",
                     help="alternate: the control of the method itself, both engines without notify "
                          "(the 'on' figures then show the method's own bias and spread)")
+    ap.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
+                    help="alternate: both engines with notify, the 'off' one running the code of "
+                         "CHECKOUT (e.g. a git worktree of an earlier commit): the 'on' figures "
+                         "compare this code with it (implies --no-write)")
     ap.add_argument("--no-autovacuum", action="store_true",
                     help="the bench's PostgreSQL without autovacuum: its rounds on the main tables "
                          "fall on one engine's turns or the other's by timing")
     ap.add_argument("--rounds", type=int, default=2,
                     help="runs: runs per mode and connection count, interleaved off-on-on-off")
     args = ap.parse_args()
+    if args.baseline is not None:
+        if not (args.baseline / "radsched_engine" / "cli.py").is_file():
+            ap.error(f"--baseline {args.baseline}: no radsched_engine package there")
+        args.baseline = args.baseline.resolve()
+        args.no_write = True
     conns = [int(c) for c in args.connections.split(",")]
     work = Path(tempfile.mkdtemp(prefix="radsched-notify-bench-"))
     pg, admin = harness.start_postgres(work / "pg-data", core=1)
@@ -402,6 +418,7 @@ def main() -> None:
                      f"work in both modes, higher means a slower machine)")
     alt = args.method == "alternate"
     opts = (f" --pairs {args.pairs} --slice {args.slice:g}{f' --rate {args.rate:g}' if args.rate else ''}"
+            f"{' --same' if args.same else ''}{f' --baseline {args.baseline}' if args.baseline else ''}"
             if alt else
             f" --method runs --duration {args.duration:g} --rounds {args.rounds}")
     how = (f"both engines (off and on) up at once on databases of their own, one load generator "
@@ -425,6 +442,8 @@ def main() -> None:
         "## Notify: durable channel ACK latency with notify on vs off (issue: notify)",
         "",
         f"Measured {harness.stamp()} on {harness.machine()}.",
+        *([f"**Baseline run:** both engines with notify; \"off\" runs the code of {args.baseline}, "
+           "\"on\" this checkout's.", ""] if args.baseline else []),
         f"Command: `python bench/run_notify_bench.py{opts}"
         f"{' --dry-run' if args.dry_run else ''}{f' --sms-rate {args.sms_rate}' if args.sms_rate else ''}"
         f"{' --no-autovacuum' if args.no_autovacuum else ''}"
