@@ -146,8 +146,8 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 if mode == "off" and args.baseline:
                     env["PYTHONPATH"] = str(args.baseline)
                 cmd, env, port, mport = durable.engine_command(url, work, name, env, channel)
-                if mode == "off" and args.baseline:    # -P: the checkout before this one's
-                    cmd = [cmd[0], "-P", *cmd[1:]]
+                if mode == "off" and args.baseline:   # -P: no working directory on sys.path,
+                    cmd = [cmd[0], "-P", *cmd[1:]]    # so PYTHONPATH's checkout is imported
                 proc = stack.enter_context(harness.server(cmd, port, env=env, log=work / f"{name}.log"))
                 harness.wait_port(mport, 30, proc)
                 engines[mode] = {"proc": psutil.Process(proc.pid), "port": port, "mport": mport,
@@ -339,6 +339,8 @@ def main() -> None:
                     help="runs: runs per mode and connection count, interleaved off-on-on-off")
     args = ap.parse_args()
     if args.baseline is not None:
+        if args.method != "alternate":
+            ap.error("--baseline needs --method alternate")
         if not (args.baseline / "radsched_engine" / "cli.py").is_file():
             ap.error(f"--baseline {args.baseline}: no radsched_engine package there")
         args.baseline = args.baseline.resolve()
