@@ -143,10 +143,11 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 rate = f"{float(args.sms_rate or SMS_RATE) / 2:g}"
                 env = {"RADSCHED_OUTBOX_POLL_SECONDS": args.poll, "RADSCHED_DATA_DIR": str(work / name),
                        "RADSCHED_SMS_RATE": rate, **twilio_env}
-                if mode == "off" and args.baseline:
-                    env["PYTHONPATH"] = str(args.baseline)
+                baseline = args.baseline if mode == "off" else None
+                if baseline:
+                    env["PYTHONPATH"] = str(baseline)
                 cmd, env, port, mport = durable.engine_command(url, work, name, env, channel)
-                if mode == "off" and args.baseline:   # -P: no working directory on sys.path,
+                if baseline:                          # -P: no working directory on sys.path,
                     cmd = [cmd[0], "-P", *cmd[1:]]    # so PYTHONPATH's checkout is imported
                 proc = stack.enter_context(harness.server(cmd, port, env=env, log=work / f"{name}.log"))
                 harness.wait_port(mport, 30, proc)
@@ -160,7 +161,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             # time into the postmaster's reaped-children total, attributed to no database).
             dbs: dict[int, tuple[str, str]] = {}
             pg0 = harness.pg_per_process(pg)
-            checkpoints = asyncio.run(_sql(admin, _CHECKPOINTS))[0]["n"]
+            checkpoints = _checkpoints(admin)
             seen, stop = dict(pg0), threading.Event()
             sampler = threading.Thread(target=_sample, args=(admin, pg, dbs, seen, stop), daemon=True)
             sampler.start()
@@ -173,7 +174,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                 raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
             pg1 = harness.pg_per_process(pg)
             seen.update(pg1)
-            checkpoints = asyncio.run(_sql(admin, _CHECKPOINTS))[0]["n"] - checkpoints
+            checkpoints = _checkpoints(admin) - checkpoints
             after = _reading(engines)
             timed = {m: _means(after[m][2], before[m][2]) for m in engines}
             counts = {m: asyncio.run(_sql(engines[m]["url"], _WAITING)) for m in engines}
@@ -275,6 +276,11 @@ def _means(now: dict[str, tuple[float, float]], since: dict[str, tuple[float, fl
     """Mean µs per name between two ``_timings`` readings."""
     return {k: 1e6 * (v[0] - since.get(k, (0.0, 0.0))[0]) / max(1.0, v[1] - since.get(k, (0.0, 0.0))[1])
             for k, v in now.items()}
+
+
+def _checkpoints(admin: str) -> int:
+    """PostgreSQL's checkpoints so far (timed and requested)."""
+    return asyncio.run(_sql(admin, _CHECKPOINTS))[0]["n"]
 
 
 def _sample(admin: str, pg: psutil.Process, dbs: dict[int, tuple[str, str]], seen: dict[int, float],
