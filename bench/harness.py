@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -153,6 +154,35 @@ def start_postgres(data_dir: Path, *, database: str = "postgres", core: int | No
     finally:
         os.sched_setaffinity(0, mask)
     return server, url
+
+
+RECYCLE_WAL_SEGMENTS = 80
+
+
+def recycle_wal(url: str, segments: int = RECYCLE_WAL_SEGMENTS) -> int:
+    """Make a new cluster's WAL look like a running server's: write ``segments`` WAL segments
+    (16 MB each, ~3 s) and checkpoint, so that the segments after the checkpoint are old ones
+    renamed for reuse. A new cluster has none, and creates each new segment by writing 16 MB
+    of zeros while a commit waits: a 30-60 ms stall of a whole group commit every few seconds
+    under load, and more of them for whichever side of a comparison writes more WAL per
+    message. A server that has been running reuses the segments its checkpoints free
+    (``min_wal_size`` / ``max_wal_size``). Returns the WAL files there afterwards."""
+    import asyncpg
+
+    async def run() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("CREATE TABLE radsched_recycle_wal (x int)")
+            for _ in range(segments):          # a switch needs some WAL written since the last
+                await conn.execute("INSERT INTO radsched_recycle_wal VALUES (1)")
+                await conn.fetchval("SELECT pg_switch_wal()")
+            await conn.execute("DROP TABLE radsched_recycle_wal")
+            await conn.execute("CHECKPOINT")
+            return int(await conn.fetchval("SELECT count(*) FROM pg_ls_waldir()"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 def pg_per_process(postmaster: Any) -> dict[int, float]:

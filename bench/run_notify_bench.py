@@ -341,6 +341,10 @@ def main() -> None:
     ap.add_argument("--no-autovacuum", action="store_true",
                     help="the bench's PostgreSQL without autovacuum: its rounds on the main tables "
                          "fall on one engine's turns or the other's by timing")
+    ap.add_argument("--new-wal", action="store_true",
+                    help="leave the new cluster's WAL as it is (no harness.recycle_wal before the "
+                         "turns): each new 16 MB segment is then zero-filled while a commit waits, "
+                         "as the bench ran before it recycled them")
     ap.add_argument("--rounds", type=int, default=2,
                     help="runs: runs per mode and connection count, interleaved off-on-on-off")
     args = ap.parse_args()
@@ -358,6 +362,8 @@ def main() -> None:
     if args.no_autovacuum:
         asyncio.run(_sql(admin, "ALTER SYSTEM SET autovacuum = off"))
         asyncio.run(_sql(admin, "SELECT pg_reload_conf()"))
+    if not args.new_wal:
+        print(f"WAL recycled before the turns: {harness.recycle_wal(admin)} segment files", flush=True)
     twilio = None
     if not args.dry_run:
         from tests.fakes.fake_twilio import FakeTwilio
@@ -454,12 +460,17 @@ def main() -> None:
            "\"on\" this checkout's.", ""] if args.baseline else []),
         f"Command: `python bench/run_notify_bench.py{opts}"
         f"{' --dry-run' if args.dry_run else ''}{f' --sms-rate {args.sms_rate}' if args.sms_rate else ''}"
-        f"{' --no-autovacuum' if args.no_autovacuum else ''}"
+        f"{' --no-autovacuum' if args.no_autovacuum else ''}{' --new-wal' if args.new_wal else ''}"
         f" --channel {args.channel}`"
         + (" — `channels/default.yaml` as shipped (parse, validate, conflict_check, persist, notify), "
            "off = the same file without notify, against a " if args.channel == "shipped" else
            " — parse, validate, persist (+ notify) against a ")
-        + f"private embedded PostgreSQL (fsync on; {how}); "
+        + "private embedded PostgreSQL (fsync on"
+        + ("" if args.new_wal else
+           f"; {harness.RECYCLE_WAL_SEGMENTS} WAL segments written and recycled before the first "
+           "turn, as a running server has them: a new cluster zero-fills each new 16 MB segment "
+           "while a commit waits, stalling a whole group commit every few seconds")
+        + f"; {how}); "
         "message `bench/messages/siu_s12.hl7` with one technologist per room and the run's own "
         "rooms, staff and patients (a new booking each, nothing collides; one text each with notify "
         "on); "
