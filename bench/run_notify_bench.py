@@ -2,7 +2,7 @@
 
 Run from the repository root:  python bench/run_notify_bench.py [--pairs 60] [--slice 0.5]
 [--connections 1,16] [--channel shipped|lean] [--dry-run] [--no-write]
-[--method runs --duration 10 --rounds 2]
+[--method runs --duration 10 --rounds 2] | --pool LAT.json ...
 
 ``--channel shipped`` (the default) runs the durable channel, ``channels/default.yaml`` as
 shipped (parse → validate → conflict_check → persist → notify), "off" being the same file without
@@ -17,10 +17,15 @@ and one load generator process loads them in turn, ``--slice`` seconds each, ``-
 seconds and less, by more than the difference measured, and what drifts slower than a pair of
 turns falls on both modes alike. The engine not under load has its outbox worker process
 stopped (SIGSTOP), so the off turns carry none of the on engine's sending (see ``alternate``).
-The summary gives p50/p99 over all turns of a mode, the median and middle half of the
-turn-by-turn differences of p50, and the difference of p99 in each quarter of the run. ``--method
-runs`` is the earlier way: one engine per run on a fresh database, ``--rounds`` runs of each mode
-interleaved off, on, on, off, medians compared.
+The summary gives p50/p99 over all turns of a mode with a 95 % interval of each difference (a
+block bootstrap over the turn pairs: one run's p99 moves by ±10 % with the same code on both
+sides), the median and middle half of the turn-by-turn differences of p50, and the difference
+of p99 in each quarter of the run. ``--pool LAT.json ...`` gives the same p50/p99 differences and
+intervals over the turns of several runs together, measuring nothing. Before the first turn the
+new cluster writes and recycles its WAL segments (``harness.recycle_wal``), as a server that
+has run for a while has them (``--new-wal``: not). ``--method runs`` is the earlier way: one
+engine per run on a fresh database, ``--rounds`` runs of each mode interleaved off, on, on,
+off, medians compared.
 
 "On" queues a
 text per booking in the same transaction, and the engine's outbox worker sends them meanwhile through
@@ -44,6 +49,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -207,6 +213,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
         def pct(values: list[int], p: float) -> float:
             return percentile(sorted(values), p)
 
+        bounds = _intervals(slices["a"], slices["b"], (0.5, 0.99))
         for p, label in ((0.5, "p50"), (0.99, "p99")):
             key = f"{label}_ms"
             # p50 turn by turn (pair k: off turn k and on turn k, next to each other in time);
@@ -220,9 +227,11 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                       f"{diffs[len(diffs) // 4]:+.1f} to {diffs[(3 * len(diffs)) // 4]:+.1f} %)"
                       if step == 1 else
                       "by quarter of the run " + ", ".join(f"{c:+.1f} %" for c in changes))
+            lo, hi = bounds[p]
             lines.append(
                 f"- {n} connection(s), {label} over all {args.pairs} turns of each: notify on is "
-                f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off (target: within 10 %); {spread}")
+                f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off (95 % interval {lo:+.1f} to "
+                f"{hi:+.1f} %; target: within 10 %); {spread}")
         lines.append(
             f"- {n} connection(s), CPU per message: engine (with its worker process) "
             f"{off['engine_us']} → {on['engine_us']} µs, its PostgreSQL backends {off['pg_us']} → "
@@ -276,6 +285,55 @@ def _means(now: dict[str, tuple[float, float]], since: dict[str, tuple[float, fl
     """Mean µs per name between two ``_timings`` readings."""
     return {k: 1e6 * (v[0] - since.get(k, (0.0, 0.0))[0]) / max(1.0, v[1] - since.get(k, (0.0, 0.0))[1])
             for k, v in now.items()}
+
+
+INTERVAL_ROUNDS, INTERVAL_BLOCK = 400, 10
+
+
+def _intervals(a_turns: list[list[int]], b_turns: list[list[int]], ps: tuple[float, ...],
+               rounds: int = INTERVAL_ROUNDS, block: int = INTERVAL_BLOCK
+               ) -> dict[float, tuple[float, float]]:
+    """95 % interval of the change b vs a (%) at each quantile in ``ps``, by a block bootstrap:
+    the turn pairs are cut into blocks of ``block`` consecutive pairs (a stall or an autovacuum
+    round spans several turns), and each of ``rounds`` resamples draws as many blocks, with
+    replacement, and pools their latencies per mode (a fixed seed: the same latencies give
+    the same interval)."""
+    pairs = list(zip(a_turns, b_turns, strict=True))
+    blocks = [pairs[i:i + block] for i in range(0, len(pairs), block)]
+    rng = random.Random(20261122)
+    changes: dict[float, list[float]] = {p: [] for p in ps}
+    for _ in range(rounds):
+        drawn = [pair for _ in blocks for pair in rng.choice(blocks)]
+        a = sorted(x for turn, _ in drawn for x in turn)
+        b = sorted(x for _, turn in drawn for x in turn)
+        for p in ps:
+            changes[p].append(100 * (percentile(b, p) - percentile(a, p)) / percentile(a, p))
+    out = {}
+    for p, values in changes.items():
+        values.sort()
+        out[p] = (values[int(0.025 * rounds)], values[int(0.975 * rounds) - 1])
+    return out
+
+
+def pooled(files: list[Path]) -> list[str]:
+    """p50 and p99 of notify on vs off over the turns of several runs' latency files
+    (``lat-a<connections>.json`` in each run's work directory), with their intervals."""
+    a_turns: list[list[int]] = []
+    b_turns: list[list[int]] = []
+    for path in files:
+        got = json.loads(path.read_text())
+        a_turns += got["a"]
+        b_turns += got["b"]
+    a, b = sorted(x for t in a_turns for x in t), sorted(x for t in b_turns for x in t)
+    bounds = _intervals(a_turns, b_turns, (0.5, 0.99))
+    lines = []
+    for p, label in ((0.5, "p50"), (0.99, "p99")):
+        lo, hi = bounds[p]
+        lines.append(f"- {label} over {len(a_turns)} turns of each from {len(files)} run(s): off "
+                     f"{percentile(a, p) / 1e6:.3f} ms, on {percentile(b, p) / 1e6:.3f} ms, notify on is "
+                     f"{100 * (percentile(b, p) - percentile(a, p)) / percentile(a, p):+.1f} % vs off "
+                     f"(95 % interval {lo:+.1f} to {hi:+.1f} %; target: within 10 %)")
+    return lines
 
 
 def _checkpoints(admin: str) -> int:
@@ -347,7 +405,14 @@ def main() -> None:
                          "as the bench ran before it recycled them")
     ap.add_argument("--rounds", type=int, default=2,
                     help="runs: runs per mode and connection count, interleaved off-on-on-off")
+    ap.add_argument("--pool", type=Path, nargs="+", metavar="LATENCIES",
+                    help="measure nothing: p50 and p99 of on vs off, with their intervals, over the "
+                         "turns of earlier runs (their lat-a<connections>.json, in the work "
+                         "directory each run prints at its end), pooled")
     args = ap.parse_args()
+    if args.pool:
+        print("\n".join(pooled(args.pool)))
+        return
     if args.baseline is not None:
         if args.method != "alternate":
             ap.error("--baseline needs --method alternate")
@@ -444,7 +509,9 @@ def main() -> None:
            "on both alike; the engine not under load has its outbox worker process stopped (SIGSTOP), "
            "so the off turns carry none of the on engine's sending, and the on engine's worker, "
            "running half the time at half the SMS rate, sends during its turns at the full rate; "
-           "p50/p99 over all turns of a mode, p50 also turn by turn and p99 by quarter of the run; "
+           "p50/p99 over all turns of a mode, each difference with a 95 % interval (block "
+           f"bootstrap: blocks of {INTERVAL_BLOCK} turn pairs, {INTERVAL_ROUNDS} resamples), p50 "
+           "also turn by turn and p99 by quarter of the run; "
            "CPU per message over the whole "
            "run: each engine with its worker process, each engine's PostgreSQL backends, and the "
            "load generator during each mode's turns"
