@@ -18,8 +18,8 @@ seconds and less, by more than the difference measured, and what drifts slower t
 turns falls on both modes alike. The engine not under load has its outbox worker process
 stopped (SIGSTOP), so the off turns carry none of the on engine's sending (see ``alternate``).
 The summary gives p50/p99 over all turns of a mode with a 95 % interval of each difference (a
-block bootstrap over the turn pairs: one run's p99 moves by ±10 % with the same code on both
-sides), the median and middle half of the turn-by-turn differences of p50, and the difference
+block bootstrap over the turn pairs: one run's p99 moves by 10-20 % with the same code on
+both sides), the median and middle half of the turn-by-turn differences of p50, and the difference
 of p99 in each quarter of the run. ``--pool LAT.json ...`` gives the same p50/p99 differences and
 intervals over the turns of several runs together, measuring nothing. Before the first turn the
 new cluster writes and recycles its WAL segments (``harness.recycle_wal``), as a server that
@@ -229,11 +229,10 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
                       f"{diffs[len(diffs) // 4]:+.1f} to {diffs[(3 * len(diffs)) // 4]:+.1f} %)"
                       if step == 1 else
                       "by quarter of the run " + ", ".join(f"{c:+.1f} %" for c in changes))
-            lo, hi = bounds[p]
             lines.append(
                 f"- {n} connection(s), {label} over all {args.pairs} turns of each: notify on is "
-                f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off (95 % interval {lo:+.1f} to "
-                f"{hi:+.1f} %; target: within 10 %); {spread}")
+                f"{100 * (on[key] - off[key]) / off[key]:+.1f} % vs off ({_within(bounds, p)}; "
+                f"target: within 10 %); {spread}")
         lines.append(
             f"- {n} connection(s), CPU per message: engine (with its worker process) "
             f"{off['engine_us']} → {on['engine_us']} µs, its PostgreSQL backends {off['pg_us']} → "
@@ -292,6 +291,18 @@ def _means(now: dict[str, tuple[float, float]], since: dict[str, tuple[float, fl
 INTERVAL_ROUNDS, INTERVAL_BLOCK = 400, 10
 
 
+def _within(bounds: dict[float, tuple[float, float]], p: float) -> str:
+    """``bounds``' interval for ``p`` as the figures print it."""
+    if p not in bounds:
+        return "no interval: too few turns"
+    return f"95 % interval {bounds[p][0]:+.1f} to {bounds[p][1]:+.1f} %"
+
+
+def _change(a: list[int], b: list[int], p: float) -> float:
+    """How much higher (%) the ``p`` quantile of sorted ``b`` is than that of sorted ``a``."""
+    return 100 * (percentile(b, p) - percentile(a, p)) / percentile(a, p)
+
+
 def _intervals(a_turns: list[list[int]], b_turns: list[list[int]], ps: tuple[float, ...],
                rounds: int = INTERVAL_ROUNDS, block: int = INTERVAL_BLOCK
                ) -> dict[float, tuple[float, float]]:
@@ -299,9 +310,11 @@ def _intervals(a_turns: list[list[int]], b_turns: list[list[int]], ps: tuple[flo
     the turn pairs are cut into blocks of ``block`` consecutive pairs (a stall or an autovacuum
     round spans several turns), and each of ``rounds`` resamples draws as many blocks, with
     replacement, and pools their latencies per mode (a fixed seed: the same latencies give
-    the same interval)."""
+    the same interval). Empty with fewer than four blocks: too few to resample."""
     pairs = list(zip(a_turns, b_turns, strict=True))
     blocks = [pairs[i:i + block] for i in range(0, len(pairs), block)]
+    if len(blocks) < 4:
+        return {}
     rng = random.Random(20261122)
     changes: dict[float, list[float]] = {p: [] for p in ps}
     for _ in range(rounds):
@@ -309,7 +322,7 @@ def _intervals(a_turns: list[list[int]], b_turns: list[list[int]], ps: tuple[flo
         a = sorted(x for turn, _ in drawn for x in turn)
         b = sorted(x for _, turn in drawn for x in turn)
         for p in ps:
-            changes[p].append(100 * (percentile(b, p) - percentile(a, p)) / percentile(a, p))
+            changes[p].append(_change(a, b, p))
     out = {}
     for p, values in changes.items():
         values.sort()
@@ -330,11 +343,9 @@ def pooled(files: list[Path]) -> list[str]:
     bounds = _intervals(a_turns, b_turns, (0.5, 0.99))
     lines = []
     for p, label in ((0.5, "p50"), (0.99, "p99")):
-        lo, hi = bounds[p]
         lines.append(f"- {label} over {len(a_turns)} turns of each from {len(files)} run(s): off "
                      f"{percentile(a, p) / 1e6:.3f} ms, on {percentile(b, p) / 1e6:.3f} ms, notify on is "
-                     f"{100 * (percentile(b, p) - percentile(a, p)) / percentile(a, p):+.1f} % vs off "
-                     f"(95 % interval {lo:+.1f} to {hi:+.1f} %; target: within 10 %)")
+                     f"{_change(a, b, p):+.1f} % vs off ({_within(bounds, p)}; target: within 10 %)")
     return lines
 
 
