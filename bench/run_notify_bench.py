@@ -256,6 +256,40 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
     return rows, lines
 
 
+# A run's diagnostics left out of the section when --runs repeats it (each run's own p50/p99,
+# CPU and autovacuum lines stay).
+_PER_RUN_ONLY = ("PostgreSQL CPU per message by client", "mean time per message inside the engine")
+
+
+def repeated(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil.Process,
+             work: Path, twilio_env: dict[str, str]) -> tuple[list[dict], list[str]]:
+    """``alternate`` ``--runs`` times, each run on new databases and engines (its files in
+    ``work/run<k>``), which engine comes first alternating from ``--first``; then p50 and p99
+    over the turns of all runs, pooled, with their intervals (``pooled``)."""
+    if args.runs <= 1:
+        return alternate(args, conns, admin, pg, work, twilio_env)
+    rows: list[dict] = []
+    lines: list[str] = []
+    first = args.first
+    try:
+        for k in range(1, args.runs + 1):
+            args.first = first if k % 2 else {"off": "on", "on": "off"}[first]
+            where = work / f"run{k}"
+            where.mkdir()
+            print(f"run {k} of {args.runs}, {args.first} first", flush=True)
+            got_rows, got_lines = alternate(args, conns, admin, pg, where, twilio_env)
+            rows += [{"run": f"{k} ({args.first} first)", **row} for row in got_rows]
+            lines += [f"- run {k}:{line[1:]}" for line in got_lines
+                      if not any(text in line for text in _PER_RUN_ONLY)]
+    finally:
+        args.first = first
+    for n in conns:
+        lines += [f"- {n} connection(s), all {args.runs} runs pooled:{line[1:]}"
+                  for line in pooled([work / f"run{k}" / f"lat-a{n}.json"
+                                      for k in range(1, args.runs + 1)])]
+    return rows, lines
+
+
 def _reading(engines: dict[str, dict]) -> dict[str, tuple[float, float, dict]]:
     """Per engine, from one scrape of its /metrics: messages answered so far, CPU seconds of it
     and its worker, and its stage, transaction and ACK histograms (``_timings``)."""
@@ -421,6 +455,9 @@ def main() -> None:
                          "as the bench ran before it recycled them")
     ap.add_argument("--rounds", type=int, default=2,
                     help="runs: runs per mode and connection count, interleaved off-on-on-off")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="alternate: this many runs, each on new databases and engines, which "
+                         "engine comes first alternating; their turns pooled at the end")
     ap.add_argument("--pool", type=Path, nargs="+", metavar="LATENCIES",
                     help="measure nothing: p50 and p99 of on vs off, with their intervals, over the "
                          "turns of earlier runs (their lat-a<connections>.json, in the work "
@@ -464,8 +501,8 @@ def main() -> None:
     lines: list[str] = []
     try:
         if args.method == "alternate":
-            rows, lines = alternate(args, conns, admin, postmaster, work,
-                                    twilio.env() if twilio is not None else {})
+            rows, lines = repeated(args, conns, admin, postmaster, work,
+                                   twilio.env() if twilio is not None else {})
         for n in conns if args.method == "runs" else ():
             for i, mode in enumerate(_interleaved(args.rounds)):
                 name = f"notify_{mode}_{n}_{i}"
@@ -514,7 +551,7 @@ def main() -> None:
     alt = args.method == "alternate"
     opts = (f" --pairs {args.pairs} --slice {args.slice:g}{f' --rate {args.rate:g}' if args.rate else ''}"
             f"{' --same' if args.same else ''}{f' --baseline {args.baseline}' if args.baseline else ''}"
-            f"{' --first on' if args.first == 'on' else ''}"
+            f"{' --first on' if args.first == 'on' else ''}{f' --runs {args.runs}' if args.runs > 1 else ''}"
             if alt else
             f" --method runs --duration {args.duration:g} --rounds {args.rounds}")
     how = (f"both engines (off and on) up at once on databases of their own, one load generator "
@@ -525,8 +562,11 @@ def main() -> None:
            "off-on, on-off, ...; the first 0.05 s of a turn unrecorded), so the machine's drift falls "
            "on both alike; the engine not under load has its outbox worker process stopped (SIGSTOP), "
            "so the off turns carry none of the on engine's sending, and the on engine's worker, "
-           "running half the time at half the SMS rate, sends during its turns at the full rate; "
-           "p50/p99 over all turns of a mode, each difference with a 95 % interval (block "
+           "running half the time at half the SMS rate, sends during its turns at the full rate"
+           + (f"; all of this {args.runs} times, each run on new databases and engines, which "
+              "engine is created first alternating, and p50/p99 also over the turns of all runs "
+              "pooled; " if args.runs > 1 else "; ")
+           + "p50/p99 over all turns of a mode, each difference with a 95 % interval (block "
            f"bootstrap: blocks of {INTERVAL_BLOCK} turn pairs, {INTERVAL_ROUNDS} resamples), p50 "
            "also turn by turn and p99 by quarter of the run; "
            "CPU per message over the whole "
@@ -565,7 +605,8 @@ def main() -> None:
            f"(`RADSCHED_SMS_RATE`={args.sms_rate or 'default 10'}/s; texts beyond it wait in the "
            "outbox's intake, as they would at Twilio beyond a sender's throughput)."),
         "",
-        harness.table(rows, [("notify", "notify"), ("connections", "connections"),
+        harness.table(rows, [*([("run", "run")] if alt and args.runs > 1 else []),
+                             ("notify", "notify"), ("connections", "connections"),
                              *([("turns", "turns")] if alt else []), ("msgs_per_s", "msgs/s"),
                              ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
                              ("max_ms", "max ms"), ("engine_us", "engine CPU µs/msg"),
