@@ -119,7 +119,8 @@ _CHECKPOINTS = "SELECT checkpoints_timed + checkpoints_req AS n FROM pg_stat_bgw
 
 
 def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil.Process,
-              work: Path, twilio_env: dict[str, str]) -> tuple[list[dict], list[str]]:
+              work: Path, twilio_env: dict[str, str], first: str = "off"
+              ) -> tuple[list[dict], list[str]]:
     """Both engines up at once, on databases of their own; one load generator process loads
     them in turn, ``--slice`` seconds each (``bench/loadgen.py --alternate``), ``--pairs``
     times, in the order off-on, on-off, ...: a drift of the machine slower than a pair falls on
@@ -137,7 +138,7 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             engines: dict[str, dict] = {}
             # The engine started second gets its database second; autovacuum's launcher then
             # visits it later, and it has sometimes got one round more of the main tables.
-            for mode in ("on", "off") if args.first == "on" else ("off", "on"):
+            for mode in ("on", "off") if first == "on" else ("off", "on"):
                 name = f"notify_alt_{mode}_{n}"
                 durable.ensure_database(admin, name, reuse=False)
                 url = durable.with_database(admin, name)
@@ -267,22 +268,18 @@ def repeated(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil.
     ``work/run<k>``), which engine comes first alternating from ``--first``; then p50 and p99
     over the turns of all runs, pooled, with their intervals (``pooled``)."""
     if args.runs <= 1:
-        return alternate(args, conns, admin, pg, work, twilio_env)
+        return alternate(args, conns, admin, pg, work, twilio_env, args.first)
     rows: list[dict] = []
     lines: list[str] = []
-    first = args.first
-    try:
-        for k in range(1, args.runs + 1):
-            args.first = first if k % 2 else {"off": "on", "on": "off"}[first]
-            where = work / f"run{k}"
-            where.mkdir()
-            print(f"run {k} of {args.runs}, {args.first} first", flush=True)
-            got_rows, got_lines = alternate(args, conns, admin, pg, where, twilio_env)
-            rows += [{"run": f"{k} ({args.first} first)", **row} for row in got_rows]
-            lines += [f"- run {k}:{line[1:]}" for line in got_lines
-                      if not any(text in line for text in _PER_RUN_ONLY)]
-    finally:
-        args.first = first
+    for k in range(1, args.runs + 1):
+        first = args.first if k % 2 else {"off": "on", "on": "off"}[args.first]
+        where = work / f"run{k}"
+        where.mkdir()
+        print(f"run {k} of {args.runs}, {first} first", flush=True)
+        got_rows, got_lines = alternate(args, conns, admin, pg, where, twilio_env, first)
+        rows += [{"run": f"{k} ({first} first)", **row} for row in got_rows]
+        lines += [f"- run {k}:{line[1:]}" for line in got_lines
+                  if not any(text in line for text in _PER_RUN_ONLY)]
     for n in conns:
         lines += [f"- {n} connection(s), all {args.runs} runs pooled:{line[1:]}"
                   for line in pooled([work / f"run{k}" / f"lat-a{n}.json"
