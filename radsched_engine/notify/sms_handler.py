@@ -3,11 +3,9 @@
 Per row (payload written by the notify stage: the text's ``facts``, ``quiet``): at the first claim
 the facts become ``to``, ``skip`` and ``body`` (``notify.compose``), stored in the row before
 anything is sent, in the statement that also asks whether the number opted out (a row written
-with ``to``/``skip``/``body`` already is taken as it is); that statement commits without waiting
-for the disk (it was a wait for one more WAL flush per text, beside the engine's commits that
-hold up ACKs); when nothing is sent (no number, quiet hours, running dry) they are stored with the
-verdict instead, in the same statement (one transaction per row less: the default install runs
-dry until Twilio credentials are set); then
+with ``to``/``skip``/``body`` already is taken as it is); when nothing is sent (no number, quiet
+hours, running dry) they are stored with the verdict instead, in the same statement (one
+transaction per row less: the default install runs dry until Twilio credentials are set); then
 
 - no usable number → ``skipped`` (``skipped_no_phone``); inside quiet hours → ``held`` until the
   window ends (not an attempt); number opted out → ``skipped`` (``opted_out``);
@@ -21,13 +19,10 @@ dry until Twilio credentials are set); then
 Never twice: before anything is re-sent after a crash (row found ``sending`` with an expired
 lease) or after an in-doubt attempt, ``reconcile`` asks Twilio (``SmsSender.find_sent``: same
 number, same body, created since the row was queued). Found → ``done`` without sending; Twilio
-cannot be asked → still in doubt, try again later; not found → send. The text is stored before
-any send, but a database crash can lose that write after the send: a ``sending`` row still holding
-its facts is composed again for the question (the same facts make the same number and words).
-The claim that made the row ``sending`` waits for the disk, so every row that may have been sent
-is reconciled. That is also why results are recorded without waiting for the disk
-(``async_record``): one lost with a database crash leaves the row ``sending``, and it is
-reconciled like the others.
+cannot be asked → still in doubt, try again later; not found → send. A row still holding its facts
+was never sent (the text is stored before any send). That is also why results are recorded
+without waiting for the disk (``async_record``): one lost with a database crash leaves the row
+``sending``, and it is reconciled like the others.
 """
 
 from __future__ import annotations
@@ -40,7 +35,6 @@ import structlog
 
 from ..integrations.sms import SendResult, SmsLookupFailed, SmsSender
 from ..outbox import Delivery, OutboxRow
-from ..store.outbox import ASYNC_COMMIT_ITEM
 from .compose import FACTS, composed
 from .quiet import held_until
 
@@ -49,7 +43,7 @@ log = structlog.get_logger("radsched.notify")
 # The composed text is stored once: a row composed already (by another worker that held the
 # lease before) keeps its text, and the caller reads that back (the statement's snapshot is
 # from before its update). In the same round trip: whether the number it goes to opted out.
-_COMPOSE = f"""
+_COMPOSE = """
 WITH stored AS (
     UPDATE outbox SET payload = (payload - 'facts') || $2::jsonb, updated_at = now()
     WHERE id = $1 AND payload ? 'facts'
@@ -58,7 +52,7 @@ WITH stored AS (
     SELECT coalesce((SELECT payload FROM stored), (SELECT payload FROM outbox WHERE id = $1)) AS payload
 )
 SELECT payload, EXISTS (SELECT 1 FROM sms_opt_outs WHERE phone = payload->>'to') AS opted_out
-FROM current, {ASYNC_COMMIT_ITEM}
+FROM current
 """
 _OPTED_OUT = "SELECT EXISTS (SELECT 1 FROM sms_opt_outs WHERE phone = $1)"
 _OPT_OUT = """
@@ -123,8 +117,7 @@ class SmsHandler:
         return await self._verdict(row, to, result)
 
     async def reconcile(self, row: OutboxRow) -> Delivery | None:
-        payload = composed(row.payload)         # its stored text may have been lost (see above)
-        to, body = payload.get("to"), payload.get("body") or ""
+        to, body = row.payload.get("to"), row.payload.get("body") or ""
         if not to or self.sender.dry_run:
             return None                       # nothing can have been sent
         try:

@@ -34,9 +34,7 @@ _ENQUEUE = ("INSERT INTO outbox (kind, dedupe_key, payload, next_attempt_at, app
             "VALUES ($1, $2, $3::jsonb, coalesce($4, now()), $5) ON CONFLICT (dedupe_key) DO NOTHING")
 # Added to an autocommit statement: its transaction commits without waiting for its WAL to reach
 # the disk (set_config(..., true) lasts until that commit).
-# ASYNC_COMMIT_ITEM joins a statement's own FROM list to the same effect.
-ASYNC_COMMIT_ITEM = "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
-ASYNC_COMMIT = f"FROM {ASYNC_COMMIT_ITEM}"
+ASYNC_COMMIT = "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
 # Migration 0402: the oldest rows of a kind from the intake into the outbox, in order; the async
 # form, lost in a crash, is undone, the rows still in the intake.
 _TAKE = "SELECT radsched_outbox_take($1, $2)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -83,30 +83,6 @@ async def test_text_is_stored_before_the_send_and_an_in_doubt_resend_matches_it(
         await worker.drain()
     finally:
         await worker.stop()
-    got = await row(db_url, rid)
-    assert got["status"] == "sent" and json.loads(got["result"])["reconciled"] is True
-    assert [(m["To"], m["Body"]) for m in twilio_fake.sent] == [(TO, BODY)]
-    assert len(twilio_fake.creates()) == 1
-
-
-async def test_a_sent_text_whose_stored_copy_was_lost_is_reconciled_from_its_facts(
-        store: Store, db_url: str, twilio_fake: FakeTwilio) -> None:
-    """The composed text and the result are written without waiting for the disk; a database crash
-    after the send can lose both, leaving the row ``sending`` (its claim waited) with its facts.
-    Its lease over, the worker composes the same text again and finds it at Twilio: no resend."""
-    clock = Clock()
-    text = facts(Phone("617-555-0123", "PRN", "CP"))
-    rid = await queue(store, "k1", text)
-    await drain_one(store, twilio_fake, clock)
-    assert (await row(db_url, rid))["status"] == "sent"
-    async with store.connection() as conn:    # what the crash leaves: the claim, nothing after it
-        await conn.execute(
-            "UPDATE outbox SET status = 'sending', result = NULL, locked_until = $2, "
-            "payload = jsonb_build_object('facts', $3::jsonb, 'event', 'S12', "
-            "'channel', 'scheduling', 'quiet', NULL, 'order_key', 'sms:k1') WHERE id = $1",
-            rid, clock() + timedelta(seconds=60), text)
-    clock.advance(3600)
-    await drain_one(store, twilio_fake, clock)
     got = await row(db_url, rid)
     assert got["status"] == "sent" and json.loads(got["result"])["reconciled"] is True
     assert [(m["To"], m["Body"]) for m in twilio_fake.sent] == [(TO, BODY)]
