@@ -119,7 +119,7 @@ _CHECKPOINTS = "SELECT checkpoints_timed + checkpoints_req AS n FROM pg_stat_bgw
 
 
 def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil.Process,
-              work: Path, twilio_env: dict[str, str], first: str = "off"
+              work: Path, twilio_env: dict[str, str], first: str = "off", details: bool = True
               ) -> tuple[list[dict], list[str]]:
     """Both engines up at once, on databases of their own; one load generator process loads
     them in turn, ``--slice`` seconds each (``bench/loadgen.py --alternate``), ``--pairs``
@@ -241,32 +241,32 @@ def alternate(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil
             f"message of either; load generator "
             f"{off['loadgen_us']} → {on['loadgen_us']} µs (the control); PostgreSQL checkpoints "
             f"during the turns: {checkpoints}")
-        lines.append(
-            f"- {n} connection(s), PostgreSQL CPU per message by client, off | on: " + " | ".join(
-                ", ".join(f"{who} {1e6 * cpu / answered[mode]:.0f} µs"
-                          for who, cpu in sorted(by_client.get(engines[mode]["db"], {}).items()))
-                for mode in ("off", "on")))
+        if details:
+            lines.append(
+                f"- {n} connection(s), PostgreSQL CPU per message by client, off | on: " + " | ".join(
+                    ", ".join(f"{who} {1e6 * cpu / answered[mode]:.0f} µs"
+                              for who, cpu in sorted(by_client.get(engines[mode]["db"], {}).items()))
+                    for mode in ("off", "on")))
         lines.append(
             f"- {n} connection(s), autovacuum runs by table (vacuum/analyze), off | on: " + " | ".join(
                 ", ".join(f"{r['relname']} {r['v']}/{r['a']}" for r in vacuums[mode])
                 for mode in ("off", "on")))
-        lines.append(
-            f"- {n} connection(s), mean time per message inside the engine (its own histograms), "
-            "off → on: " + ", ".join(f"{name} {timed['off'].get(name, 0):.0f} → {timed['on'][name]:.0f} µs"
-                                     for name in timed["on"]))
+        if details:
+            lines.append(
+                f"- {n} connection(s), mean time per message inside the engine (its own histograms), "
+                "off → on: " + ", ".join(
+                    f"{name} {timed['off'].get(name, 0):.0f} → {timed['on'][name]:.0f} µs"
+                    for name in timed["on"]))
     return rows, lines
-
-
-# A run's diagnostics left out of the section when --runs repeats it (each run's own p50/p99,
-# CPU and autovacuum lines stay).
-_PER_RUN_ONLY = ("PostgreSQL CPU per message by client", "mean time per message inside the engine")
 
 
 def repeated(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil.Process,
              work: Path, twilio_env: dict[str, str]) -> tuple[list[dict], list[str]]:
     """``alternate`` ``--runs`` times, each run on new databases and engines (its files in
     ``work/run<k>``), which engine comes first alternating from ``--first``; then p50 and p99
-    over the turns of all runs, pooled, with their intervals (``pooled``)."""
+    over the turns of all runs, pooled, with their intervals (``pooled``). Each run keeps its
+    p50/p99, CPU and autovacuum lines, not its ``details`` (PostgreSQL CPU by client, the
+    engine's own histograms)."""
     if args.runs <= 1:
         return alternate(args, conns, admin, pg, work, twilio_env, args.first)
     rows: list[dict] = []
@@ -276,10 +276,10 @@ def repeated(args: argparse.Namespace, conns: list[int], admin: str, pg: psutil.
         where = work / f"run{k}"
         where.mkdir()
         print(f"run {k} of {args.runs}, {first} first", flush=True)
-        got_rows, got_lines = alternate(args, conns, admin, pg, where, twilio_env, first)
+        got_rows, got_lines = alternate(args, conns, admin, pg, where, twilio_env, first,
+                                        details=False)
         rows += [{"run": f"{k} ({first} first)", **row} for row in got_rows]
-        lines += [f"- run {k}:{line[1:]}" for line in got_lines
-                  if not any(text in line for text in _PER_RUN_ONLY)]
+        lines += [f"- run {k}:{line[1:]}" for line in got_lines]
     for n in conns:
         lines += [f"- {n} connection(s), all {args.runs} runs pooled:{line[1:]}"
                   for line in pooled([work / f"run{k}" / f"lat-a{n}.json"
