@@ -90,7 +90,7 @@ class Engine:
                 hook(self.http)
         await self.http.start()
         for server in self.servers:
-            await server.start()
+            await self._open(server)
         for service in self.background:
             if not getattr(service, "early", False):
                 await service.start()
@@ -108,6 +108,12 @@ class Engine:
         gc.freeze()
         log.info("engine_started", channels=[c.name for c in self.channels],
                  listen=[f"{s.host}:{s.port}" for s in self.servers])
+
+    @staticmethod
+    async def _open(server: MllpServer) -> None:
+        """Start a channel: its stages' ``start`` hooks (``Pipeline.start``), then its listener."""
+        await server.handler.pipeline.start()   # (the handler is the channel, built below)
+        await server.start()
 
     def _build_server(self, cfg: Any) -> MllpServer:
         specs = registry()
@@ -168,7 +174,7 @@ class Engine:
             started = []
             for name in replace + added:
                 server = self._build_server(new[name])
-                await server.start()
+                await self._open(server)
                 started.append(server)
             self.servers = [s for s in self.servers if s not in retiring] + started
             self.channels = fresh

@@ -27,6 +27,9 @@ class Stage(Protocol):
     not hold its transaction open while it is done). It leaves its results in
     ``exchange.data`` for the stage's call, must not raise for bad input (it prepares nothing
     and lets the call answer) and must stay valid if the call is run again after a rollback.
+
+    Any stage may have ``async start() -> None``, awaited once (``Pipeline.start``) before its
+    channel's listener takes messages: set-up that needs the database.
     """
 
     async def __call__(self, exchange: Exchange) -> None: ...
@@ -151,6 +154,14 @@ class Pipeline:
     def _step(self, spec: StageSpec, stage: Stage) -> Step:
         return Step(spec.name, stage, metrics.STAGE_SECONDS.labels(self.channel, spec.name),
                     getattr(stage, "prepare", None) if spec.transactional else None)
+
+    async def start(self) -> None:
+        """Await each stage's optional ``start()`` hook, in order, before the channel takes
+        messages (e.g. notify stores its channel's settings once)."""
+        for step in self._plain + self._transactional:
+            hook = getattr(step.stage, "start", None)
+            if hook is not None:
+                await hook()
 
     @property
     def stage_names(self) -> list[str]:

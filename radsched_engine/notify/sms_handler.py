@@ -35,7 +35,7 @@ import structlog
 
 from ..integrations.sms import SendResult, SmsLookupFailed, SmsSender
 from ..outbox import Delivery, OutboxRow
-from .compose import FACTS, composed
+from .compose import FACTS, PROFILE, composed
 from .quiet import held_until
 
 log = structlog.get_logger("radsched.notify")
@@ -54,13 +54,14 @@ WITH stored AS (
 SELECT payload, EXISTS (SELECT 1 FROM sms_opt_outs WHERE phone = payload->>'to') AS opted_out
 FROM current
 """
+_PROFILE = "SELECT settings FROM notify_profiles WHERE id = $1"
 _OPTED_OUT = "SELECT EXISTS (SELECT 1 FROM sms_opt_outs WHERE phone = $1)"
 _OPT_OUT = """
 INSERT INTO sms_opt_outs (phone, source) VALUES ($1, $2) ON CONFLICT (phone) DO NOTHING
 """
 
 
-_COMPOSED = ("to", "skip", "body")
+_COMPOSED = ("to", "skip", "body", "quiet")     # stored in the row when composed
 
 
 def masked(number: str | None) -> str:
@@ -87,10 +88,11 @@ class SmsHandler:
         self.rate = rate                  # texts started per second (None = as fast as allowed)
         self.status_callback = status_callback or None
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._profiles: dict[str, Any] = {}    # profile id -> settings (never changed once stored)
 
     async def deliver(self, row: OutboxRow) -> Delivery:
         fresh = FACTS in row.payload            # not composed yet: compose, store before sending
-        payload = composed(row.payload) if fresh else row.payload
+        payload = composed(row.payload, await self._settings(row.payload)) if fresh else row.payload
         keep = payload if fresh else None       # stored with a verdict that sends nothing
         to, body = payload.get("to"), payload.get("body") or ""
         if not to:
@@ -142,8 +144,8 @@ class SmsHandler:
     async def _store(self, row: OutboxRow, text: dict[str, Any] | None = None
                      ) -> tuple[dict[str, Any], bool]:
         """``compose``, and whether the number the stored text goes to has opted out."""
-        text = text or composed(row.payload)
-        update = {k: text[k] for k in _COMPOSED}
+        text = text or composed(row.payload, await self._settings(row.payload))
+        update = {k: text[k] for k in _COMPOSED if k in text}
         async with self.store.connection() as conn:
             found = await conn.fetchrow(_COMPOSE, row.id, update)
         stored = found["payload"] if found is not None else None
@@ -164,6 +166,20 @@ class SmsHandler:
         if result.status == "skipped_dry_run":
             return Delivery("skipped", {"reason": "dry_run"}, label="skipped_dry_run")
         return Delivery("dead", base, error=result.detail)
+
+    async def _settings(self, payload: dict[str, Any]) -> Any:
+        """The settings of the profile ``payload`` names (None when it names none)."""
+        key = payload.get(PROFILE)
+        if key is None:
+            return None
+        settings = self._profiles.get(key)
+        if settings is None:
+            async with self.store.connection() as conn:
+                settings = await conn.fetchval(_PROFILE, key)
+            if settings is None:
+                raise RuntimeError(f"notify profile {key} is not stored")
+            self._profiles[key] = settings
+        return settings
 
     async def _opted_out(self, to: str) -> bool:
         async with self.store.connection() as conn:

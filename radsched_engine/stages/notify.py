@@ -9,13 +9,16 @@ Decided at enqueue time, stored in the row's payload: the text's facts (``notify
 PID-13 repetitions, PID-14 too when ``use_business_phone``, the ``region``, the event's template,
 start, exam, location, preparation, the facility time zone from the channel's ``timezone``), the
 quiet-hours window (the row is due when it ends), and ``order_key`` (one per patient: texts to a
-patient go out in order). The outbox worker turns the facts into the number (mobile ``CP``
-repetitions first; E.164 in ``region``; none → the row is recorded as skipped) and the rendered
-text at its first claim, and stores both in the row before it calls Twilio (so a resend after a
-crash is byte-identical and can be matched at Twilio); that work stays out of the transaction
-that holds up the ACK. Dedupe key ``sms:<appointment id>:<trigger>:<journal id>`` (a
-redelivered message is a duplicate and never reaches this stage; the key guards against any
-second enqueue).
+patient go out in order). Once the channel has started (``start``), the channel's settings among
+those facts (region, templates, clinic, time format, zone, quiet hours) are stored once as a
+profile (``notify_profiles``) and each row names it instead of carrying them (the settings
+were about half of the bytes the row costs its message's transaction). The outbox worker turns
+the facts into the number (mobile ``CP`` repetitions first; E.164 in ``region``; none → the row
+is recorded as skipped) and the rendered text at its first claim, and stores both in the row
+before it calls Twilio (so a resend after a crash is byte-identical and can be matched at
+Twilio); that work stays out of the transaction that holds up the ACK. Dedupe key
+``sms:<appointment id>:<trigger>:<journal id>`` (a redelivered message is a duplicate and never
+reaches this stage; the key guards against any second enqueue).
 
 Skipped without a row: duplicates and stale updates (``persist_result``), orders, triggers not
 in ``events``, booking events (S12/S13/S14) whose appointment is not active, ending events
@@ -32,7 +35,7 @@ from typing import Any
 from .. import pipeline
 from ..domain.model import AppointmentEvent, Phone
 from ..exchange import Exchange
-from ..notify.compose import FACTS, text_facts
+from ..notify.compose import FACTS, PROFILE, own_facts, profile_id, text_facts
 from ..notify.quiet import QuietHours, opens_at
 from ..notify.templates import (
     BOOKING_EVENTS,
@@ -45,6 +48,9 @@ from ..notify.templates import (
 from ..store.outbox import defer
 
 KIND = "sms"
+_STORE_PROFILE = ("INSERT INTO notify_profiles (id, settings) VALUES ($1, $2::jsonb) "
+                  "ON CONFLICT (id) DO NOTHING")
+_STORED_PROFILE = "SELECT settings = $2::jsonb FROM notify_profiles WHERE id = $1"
 
 
 def _region(text: str) -> str | None:
@@ -90,6 +96,25 @@ class NotifyStage:
         self.events = frozenset(options.events)
         self.templates = {**DEFAULT_TEMPLATES, **options.templates}
         self.quiet = options.quiet_hours.to_json(self.tz_name) if options.quiet_hours else None
+        self.store = resources.store
+        self.settings = {"region": options.region, "clinic": options.clinic,
+                         "time_format": options.time_format, "tz": self.tz_name, "quiet": self.quiet,
+                         "templates": {t: self.templates[t] for t in sorted(self.events)},
+                         "channel": self.channel}
+        self.profile: str | None = None      # the settings' id once stored (``start``)
+
+    async def start(self) -> None:
+        """Store the channel's settings as a profile (once; an existing one is reused), so that
+        rows name it instead of carrying them. Before this (or without a store) rows carry
+        every fact themselves."""
+        if self.store is None:
+            return
+        key = profile_id(self.settings)
+        async with self.store.connection() as conn:
+            await conn.execute(_STORE_PROFILE, key, self.settings)
+            if not await conn.fetchval(_STORED_PROFILE, key, self.settings):
+                raise RuntimeError(f"notify profile {key} is stored with other settings")
+        self.profile = key
 
     async def __call__(self, exchange: Exchange) -> None:
         if exchange.data.get("persist_result") != "applied":
@@ -121,12 +146,15 @@ class NotifyStage:
         location = next((r.text or r.code for r in event.locations if (r.text or r.code)), "")
         exam = (appointment.get("study_type") or next((s.text for s in event.services if s.text), "")
                 or appointment.get("modality") or "")
-        facts = text_facts(phones, region=self.options.region, template=self.templates[event.trigger],
-                           clinic=self.options.clinic, time_format=self.options.time_format,
-                           tz=self.tz_name, start=start, exam=exam, location=location,
-                           prep=prep_from_findings(exchange.data.get("conflicts")))
+        prep = prep_from_findings(exchange.data.get("conflicts"))
         who = appointment.get("patient_key") or f"appointment:{appointment['id']}"
         order_key = "sms:" + hashlib.sha256(f"{self.channel}|{who}".encode()).hexdigest()[:24]
+        if self.profile is not None:
+            return {FACTS: own_facts(phones, start=start, exam=exam, location=location, prep=prep),
+                    "event": event.trigger, PROFILE: self.profile, "order_key": order_key}
+        facts = text_facts(phones, region=self.options.region, template=self.templates[event.trigger],
+                           clinic=self.options.clinic, time_format=self.options.time_format,
+                           tz=self.tz_name, start=start, exam=exam, location=location, prep=prep)
         return {FACTS: facts, "event": event.trigger, "channel": self.channel, "quiet": self.quiet,
                 "order_key": order_key}
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from radsched_engine.domain.model import Phone
-from radsched_engine.notify.compose import FACTS, compose, text_facts
+from radsched_engine.notify.compose import FACTS, PROFILE, compose, own_facts, profile_id, text_facts
 from radsched_engine.notify.templates import DEFAULT_TEMPLATES
 from radsched_engine.outbox import OutboxRow
 from radsched_engine.store import Store
@@ -32,9 +33,10 @@ def facts(*phones: Phone) -> dict[str, Any]:
                       exam="CT ABDOMEN", location="CT Scanner 1", prep=())
 
 
-async def queue(store: Store, key: str, text_facts_: dict[str, Any]) -> int:
-    payload = {FACTS: text_facts_, "event": "S12", "channel": "scheduling", "quiet": None,
-               "order_key": f"sms:{key}"}
+async def queue(store: Store, key: str, text_facts_: dict[str, Any],
+                payload: dict[str, Any] | None = None) -> int:
+    payload = payload or {FACTS: text_facts_, "event": "S12", "channel": "scheduling", "quiet": None,
+                          "order_key": f"sms:{key}"}
     async with store.connection() as conn, conn.transaction():
         assert await enqueue(conn, "sms", key, payload)
         return await conn.fetchval("SELECT id FROM outbox WHERE dedupe_key = $1", key)
@@ -192,3 +194,35 @@ async def test_a_text_that_is_not_sent_is_composed_and_judged_in_one_write(
     assert (await row_writes(db_url))[sent] == ["sending", "sending", "sent"]
     assert [m["Body"] for m in twilio_fake.sent] == [BODY]
 
+
+
+async def test_a_text_naming_a_profile_is_composed_with_its_settings_and_keeps_its_quiet_hours(
+        store: Store, db_url: str, twilio_fake: FakeTwilio) -> None:
+    """A started channel's row names its settings (a profile) instead of carrying them: it is
+    composed with the stored settings, and their quiet hours go into the row with the text, for
+    the row's later attempts. A row naming a profile that is not stored is never sent."""
+    clock = Clock()
+    later = clock().astimezone(ZoneInfo("America/New_York")) + timedelta(hours=2)
+    quiet = {"start": later.strftime("%H:00"), "end": (later + timedelta(hours=1)).strftime("%H:00"),
+             "tz": "America/New_York"}                      # a window that is not now
+    settings = {"region": "US", "clinic": "RadScheduler", "time_format": "%a %d %b %H:%M",
+                "tz": "America/New_York", "quiet": quiet, "channel": "scheduling",
+                "templates": {"S12": DEFAULT_TEMPLATES["S12"]}}
+    key = profile_id(settings)
+    async with store.connection() as conn:
+        await conn.execute("INSERT INTO notify_profiles (id, settings) VALUES ($1, $2::jsonb)", key, settings)
+    own = own_facts([Phone("617-555-0123", "PRN", "CP")], start=START, exam="CT ABDOMEN",
+                    location="CT Scanner 1", prep=())
+    rid = await queue(store, "k1", {}, {FACTS: own, "event": "S12", PROFILE: key, "order_key": "sms:k1"})
+    await drain_one(store, twilio_fake, clock)
+    got = await row(db_url, rid)
+    assert got["status"] == "sent" and [m["Body"] for m in twilio_fake.sent] == [BODY]
+    assert (payload(got)["to"], payload(got)["body"], payload(got)["quiet"]) == (TO, BODY, quiet)
+    assert FACTS not in payload(got)
+
+    missing = {FACTS: own, "event": "S12", PROFILE: "0" * 16, "order_key": "sms:k2"}
+    lost = await queue(store, "k2", {}, missing)
+    await drain_one(store, twilio_fake, clock)
+    got = await row(db_url, lost)
+    assert got["status"] == "sending" and "RuntimeError" in got["last_error"]   # in doubt: kept
+    assert len(twilio_fake.sent) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
@@ -78,11 +79,16 @@ async def _run(channels: Path, tmp_path: Path, db_url: str, env: dict[str, str],
                                         f"{when} is cancelled.")
     conn = await asyncpg.connect(db_url)
     try:
-        rows = await conn.fetch("SELECT status, result::text AS result, payload->>'event' AS event "
-                                "FROM outbox ORDER BY id")
+        rows = await conn.fetch("SELECT status, result::text AS result, payload->>'event' AS event, "
+                                "payload->>'profile' AS profile FROM outbox ORDER BY id")
+        profiles = await conn.fetch("SELECT id, settings FROM notify_profiles")
     finally:
         await conn.close()
     assert [(r["status"], r["event"]) for r in rows] == [("sent", "S12"), ("sent", "S15")]
+    # The rows named the channel's settings, stored once when the channel started.
+    [profile] = profiles
+    assert {r["profile"] for r in rows} == {profile["id"]}
+    assert json.loads(profile["settings"])["clinic"] == "City Radiology"
     assert all('"sid": "SM' in r["result"] for r in rows)
     conn = await asyncpg.connect(db_url)
     try:

@@ -13,7 +13,7 @@ import pytest
 from radsched_engine.config import ConfigError
 from radsched_engine.config.schema import parse_options
 from radsched_engine.exchange import Exchange, Outcome
-from radsched_engine.notify.compose import FACTS, composed
+from radsched_engine.notify.compose import FACTS, PROFILE, composed
 from radsched_engine.pipeline import Pipeline, Resources
 from radsched_engine.stages import notify, parse, persist
 from radsched_engine.stages.notify import NotifyOptions
@@ -25,17 +25,23 @@ CHANNEL = "scheduling"
 
 
 class Channel:
-    """parse → persist → notify with the real unit of work."""
+    """parse → persist → notify with the real unit of work, started (``Pipeline.start``) before
+    its first message as the engine starts it (``start=False``: never started)."""
 
-    def __init__(self, store: Store, options: NotifyOptions | None = None) -> None:
+    def __init__(self, store: Store, options: NotifyOptions | None = None, *, start: bool = True) -> None:
         settings = SimpleNamespace(name=CHANNEL, tz=FACILITY, timezone="America/New_York")
         res = Resources(channel=CHANNEL, settings=settings, store=store)
+        self.stage = notify.SPEC.factory(options or NotifyOptions(), res)
         steps = [(parse.SPEC, parse.SPEC.factory(parse.ParseOptions(), res)),
                  (persist.SPEC, persist.SPEC.factory(persist.PersistOptions(), res)),
-                 (notify.SPEC, notify.SPEC.factory(options or NotifyOptions(), res))]
+                 (notify.SPEC, self.stage)]
         self.pipeline = Pipeline(CHANNEL, steps, store.unit_of_work(CHANNEL))
+        self.unstarted = start
 
     async def send(self, raw: bytes) -> Exchange:
+        if self.unstarted:
+            await self.pipeline.start()
+            self.unstarted = False
         ex = Exchange(raw=raw, channel=CHANNEL, peer="127.0.0.1:1", received_at=datetime.now(UTC))
         await self.pipeline.run(ex)
         return ex
@@ -47,12 +53,21 @@ async def outbox(db_url: str, *, raw: bool = False) -> list[dict[str, Any]]:
     import json
 
     found = await outbox_rows(db_url, "SELECT * FROM outbox ORDER BY id")
+    settings = await profiles(db_url)
     for row in found:
         row["payload"] = json.loads(row["payload"])
         if not raw:
             assert FACTS in row["payload"] and "body" not in row["payload"]
-            row["payload"] = composed(row["payload"])
+            row["payload"] = composed(row["payload"], settings.get(row["payload"].get(PROFILE)))
     return found
+
+
+async def profiles(db_url: str) -> dict[str, dict[str, Any]]:
+    """The stored notify profiles: id → settings."""
+    import json
+
+    return {r["id"]: json.loads(r["settings"])
+            for r in await outbox_rows(db_url, "SELECT id, settings FROM notify_profiles")}
 
 
 async def test_s12_queues_one_text_with_number_body_and_keys(store: Store, db_url: str) -> None:
@@ -71,13 +86,16 @@ async def test_s12_queues_one_text_with_number_body_and_keys(store: Store, db_ur
     patient = hashlib.sha256(f"{CHANNEL}|GENHOSP|MRN1".encode()).hexdigest()[:24]
     assert p["order_key"] == f"sms:{patient}" and p["quiet"] is None
     assert abs((row["next_attempt_at"] - datetime.now(UTC)).total_seconds()) < 60
-    # What the stage stored: the text's facts, the number and the words are the worker's to make.
+    # What the stage stored: the text's facts, the number and the words are the worker's to make;
+    # the channel's settings are the profile's, stored once, which the row names.
     [stored] = await outbox(db_url, raw=True)
     facts = stored["payload"][FACTS]
     assert facts["phones"] == [["+16175550100", "PRN", "PH"], ["+16175550123", "PRN", "CP"]]
-    assert facts["tz"] == "America/New_York" and facts["region"] == "US"
-    assert datetime.fromisoformat(facts["start"]) == start
-    assert facts["template"] == notify.DEFAULT_TEMPLATES["S12"] and facts["location"] == "CT Scanner 1"
+    assert datetime.fromisoformat(facts["start"]) == start and facts["location"] == "CT Scanner 1"
+    assert not {"tz", "region", "template", "clinic", "time_format"} & facts.keys()
+    settings = (await profiles(db_url))[stored["payload"][PROFILE]]
+    assert settings["tz"] == "America/New_York" and settings["region"] == "US"
+    assert settings["templates"]["S12"] == notify.DEFAULT_TEMPLATES["S12"]
 
 
 async def test_redelivery_and_stale_updates_queue_nothing_more(store: Store, db_url: str) -> None:
@@ -219,3 +237,34 @@ async def test_cancellation_without_phones_uses_the_stored_number(store: Store, 
     await channel.send(siu("S12", "M1"))
     await channel.send(siu("S15", "M2", phones=""))
     assert [r["payload"]["to"] for r in await outbox(db_url)] == ["+16175550123", "+16175550123"]
+
+
+async def test_a_channel_not_started_queues_rows_that_carry_every_fact(store: Store, db_url: str) -> None:
+    """Before its channel starts (or with no profile stored) the stage writes self-contained rows;
+    composed, they read exactly as a started channel's rows do."""
+    start = local_start(days=5, hour=8, minute=15)
+    await Channel(store, start=False).send(siu("S12", "M1", start=start))
+    await Channel(store).send(siu("S12", "M2", start=start, filler="F2"))
+    plain, named = await outbox(db_url, raw=True)
+    assert PROFILE not in plain["payload"] and plain["payload"][FACTS]["tz"] == "America/New_York"
+    assert PROFILE in named["payload"]
+    texts = await outbox(db_url)
+    assert texts[0]["payload"]["body"] == texts[1]["payload"]["body"]
+    assert texts[0]["payload"]["quiet"] is None and texts[1]["payload"]["quiet"] is None
+
+
+async def test_settings_are_stored_once_per_configuration(store: Store, db_url: str) -> None:
+    await Channel(store).send(siu("S12", "M1"))
+    await Channel(store).send(siu("S12", "M2", filler="F2"))      # same settings: same profile
+    other = parse_options(NotifyOptions, "clinic: Springfield Imaging")
+    await Channel(store, other).send(siu("S12", "M3", filler="F3"))
+    stored = await profiles(db_url)
+    assert sorted(s["clinic"] for s in stored.values()) == ["RadScheduler", "Springfield Imaging"]
+    rows = await outbox(db_url, raw=True)
+    assert [r["payload"][PROFILE] for r in rows][:2] == 2 * [rows[0]["payload"][PROFILE]]
+    assert rows[2]["payload"][PROFILE] != rows[0]["payload"][PROFILE]
+    # An id already stored with other settings is refused, not reused.
+    async with store.connection() as conn:
+        await conn.execute("UPDATE notify_profiles SET settings = settings || '{\"clinic\": \"x\"}'")
+    with pytest.raises(RuntimeError, match="stored with other settings"):
+        await Channel(store).stage.start()
