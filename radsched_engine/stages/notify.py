@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+import structlog
+
 from .. import pipeline
 from ..domain.model import AppointmentEvent, Phone
 from ..exchange import Exchange
@@ -48,6 +50,7 @@ from ..notify.templates import (
 from ..store.outbox import defer
 
 KIND = "sms"
+log = structlog.get_logger("radsched.notify")
 _STORE_PROFILE = ("INSERT INTO notify_profiles (id, settings) VALUES ($1, $2::jsonb) "
                   "ON CONFLICT (id) DO NOTHING")
 _STORED_PROFILE = "SELECT settings = $2::jsonb FROM notify_profiles WHERE id = $1"
@@ -106,14 +109,24 @@ class NotifyStage:
     async def start(self) -> None:
         """Store the channel's settings as a profile (once; an existing one is reused), so that
         rows name it instead of carrying them. Before this (or without a store) rows carry
-        every fact themselves."""
+        every fact themselves, and so they do when it fails (the database down during a
+        reload, the id stored with other settings): the profile only makes rows smaller, and
+        must not keep the channel from starting."""
         if self.store is None:
             return
         key = profile_id(self.settings)
-        async with self.store.connection() as conn:
-            await conn.execute(_STORE_PROFILE, key, self.settings)
-            if not await conn.fetchval(_STORED_PROFILE, key, self.settings):
-                raise RuntimeError(f"notify profile {key} is stored with other settings")
+        try:
+            async with self.store.connection() as conn:
+                await conn.execute(_STORE_PROFILE, key, self.settings)
+                same = await conn.fetchval(_STORED_PROFILE, key, self.settings)
+        except Exception as exc:      # any failure: rows stay self-contained (see above)
+            log.warning("notify_profile_not_stored", channel=self.channel, profile=key,
+                        error=type(exc).__name__, detail=str(exc)[:200])
+            return
+        if not same:
+            log.error("notify_profile_conflict", channel=self.channel, profile=key,
+                      detail="the id is stored with other settings; rows carry every fact")
+            return
         self.profile = key
 
     async def __call__(self, exchange: Exchange) -> None:

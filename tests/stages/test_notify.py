@@ -36,12 +36,12 @@ class Channel:
                  (persist.SPEC, persist.SPEC.factory(persist.PersistOptions(), res)),
                  (notify.SPEC, self.stage)]
         self.pipeline = Pipeline(CHANNEL, steps, store.unit_of_work(CHANNEL))
-        self.unstarted = start
+        self.to_start = start
 
     async def send(self, raw: bytes) -> Exchange:
-        if self.unstarted:
+        if self.to_start:
             await self.pipeline.start()
-            self.unstarted = False
+            self.to_start = False
         ex = Exchange(raw=raw, channel=CHANNEL, peer="127.0.0.1:1", received_at=datetime.now(UTC))
         await self.pipeline.run(ex)
         return ex
@@ -263,8 +263,22 @@ async def test_settings_are_stored_once_per_configuration(store: Store, db_url: 
     rows = await outbox(db_url, raw=True)
     assert [r["payload"][PROFILE] for r in rows][:2] == 2 * [rows[0]["payload"][PROFILE]]
     assert rows[2]["payload"][PROFILE] != rows[0]["payload"][PROFILE]
-    # An id already stored with other settings is refused, not reused.
+
+
+async def test_settings_not_stored_leave_the_rows_carrying_every_fact(store: Store, db_url: str) -> None:
+    """The profile only makes rows smaller: an id stored with other settings is not reused, and a
+    database that cannot be reached when the channel starts does not stop it."""
+    first = Channel(store)
+    await first.send(siu("S12", "M1"))
     async with store.connection() as conn:
         await conn.execute("UPDATE notify_profiles SET settings = settings || '{\"clinic\": \"x\"}'")
-    with pytest.raises(RuntimeError, match="stored with other settings"):
-        await Channel(store).stage.start()
+    clash = Channel(store)
+    await clash.send(siu("S12", "M2", filler="F2"))
+    closed = await Store.open(db_url, pool_min=1, pool_max=1)
+    await closed.close()
+    down = Channel(closed)
+    await down.pipeline.start()
+    assert first.stage.profile is not None and clash.stage.profile is None and down.stage.profile is None
+    named, plain = await outbox(db_url, raw=True)
+    assert PROFILE in named["payload"] and PROFILE not in plain["payload"]
+    assert plain["payload"][FACTS]["clinic"] == "RadScheduler"
