@@ -51,6 +51,13 @@ def own_facts(phones: Sequence[Phone], *, start: datetime | None, exam: str, loc
             "location": location, "prep": list(prep)}
 
 
+def profile_settings(*, region: str, templates: Mapping[str, str], clinic: str, time_format: str,
+                     tz: str, quiet: Mapping[str, str] | None, channel: str) -> dict[str, Any]:
+    """A channel's settings as a profile stores them (``composed`` reads them back)."""
+    return {"region": region, "clinic": clinic, "time_format": time_format, "tz": tz,
+            "quiet": quiet, "templates": dict(templates), "channel": channel}
+
+
 def profile_id(settings: Mapping[str, Any]) -> str:
     """The id a profile's ``settings`` are stored under: the same settings, the same id."""
     return hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
@@ -83,5 +90,5 @@ def composed(payload: dict[str, Any], settings: Mapping[str, Any] | None = None)
             raise ValueError(f"the text's settings (profile {payload[PROFILE]}) are needed to compose it")
         facts = {**facts, **{k: settings[k] for k in SETTINGS},
                  "template": settings["templates"][payload["event"]]}
-        rest["quiet"] = settings.get("quiet")
+        rest["quiet"] = settings["quiet"]
     return {**rest, **compose(facts)}

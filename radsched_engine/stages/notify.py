@@ -37,7 +37,7 @@ import structlog
 from .. import pipeline
 from ..domain.model import AppointmentEvent, Phone
 from ..exchange import Exchange
-from ..notify.compose import FACTS, PROFILE, own_facts, profile_id, text_facts
+from ..notify.compose import FACTS, PROFILE, own_facts, profile_id, profile_settings, text_facts
 from ..notify.quiet import QuietHours, opens_at
 from ..notify.templates import (
     BOOKING_EVENTS,
@@ -100,10 +100,10 @@ class NotifyStage:
         self.templates = {**DEFAULT_TEMPLATES, **options.templates}
         self.quiet = options.quiet_hours.to_json(self.tz_name) if options.quiet_hours else None
         self.store = resources.store
-        self.settings = {"region": options.region, "clinic": options.clinic,
-                         "time_format": options.time_format, "tz": self.tz_name, "quiet": self.quiet,
-                         "templates": {t: self.templates[t] for t in sorted(self.events)},
-                         "channel": self.channel}
+        self.settings = profile_settings(
+            region=options.region, templates={t: self.templates[t] for t in sorted(self.events)},
+            clinic=options.clinic, time_format=options.time_format, tz=self.tz_name, quiet=self.quiet,
+            channel=self.channel)
         self.profile: str | None = None      # the settings' id once stored (``start``)
 
     async def start(self) -> None:
